@@ -1,0 +1,308 @@
+// Config loading and validation: every kind of bad input gives one message
+// with the file, line, key path, what was expected and (for a misspelt key)
+// the closest valid key. Messages are checked in full.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "trainer/config.h"
+#include "trainer/temp_dir.h"
+
+using kbit::Config;
+using kbit::test::TempDir;
+
+namespace {
+
+// The UserError message of loading `path` with `overrides`, or "(loaded)".
+std::string load_error(const std::string& path,
+                       const std::vector<std::string>& overrides = {}) {
+  try {
+    Config::load(path, overrides);
+  } catch (const kbit::UserError& e) {
+    return e.what();
+  }
+  return "(loaded)";
+}
+
+// A valid config; tests replace one line of it. Line numbers are 1-based.
+const char* kGood =
+    "name: t\n"             // 1
+    "model:\n"              // 2
+    "  hidden: [32, 16]\n"  // 3
+    "  dropout: 0.1\n"      // 4
+    "optim:\n"              // 5
+    "  name: adamw\n"       // 6
+    "  lr: 0.001\n"         // 7
+    "train:\n"              // 8
+    "  batch_size: 64\n"    // 9
+    "  epochs: 2\n";        // 10
+
+// kGood with line `line` (1-based) replaced by `text`.
+std::string with_line(int line, const std::string& text) {
+  std::string out, rest = kGood;
+  for (int i = 1; !rest.empty(); ++i) {
+    size_t nl = rest.find('\n');
+    out += (i == line ? text : rest.substr(0, nl)) + "\n";
+    rest = rest.substr(nl + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("config: a valid file loads with defaults filled in") {
+  TempDir dir;
+  std::string path = dir.write("good.yaml", kGood);
+  Config c = Config::load(path, {});
+  CHECK(c.get_string("name") == "t");
+  CHECK(c.get_int_list("model.hidden") == std::vector<int64_t>{32, 16});
+  CHECK(c.get_double("model.dropout") == 0.1);
+  CHECK(c.get_string("optim.name") == "adamw");
+  CHECK(c.get_int("train.batch_size") == 64);
+  // Defaults from the schema.
+  CHECK(c.get_int("seed") == 0);
+  CHECK(c.get_string("model.activation") == "relu");
+  CHECK(c.get_bool("optim.nesterov") == false);
+  CHECK(c.get_double("optim.beta2") == 0.999);
+  CHECK(c.get_string("train.schedule") == "cosine");
+  CHECK(c.origin("optim.lr") == path + ":7");
+  CHECK(c.origin("seed") == path + " (default)");
+  // A getter of the wrong type is a programming error, not a UserError.
+  CHECK_THROWS_AS(c.get_int("optim.lr"), kbit::Error);
+  CHECK_THROWS_AS(c.get_int("optim.nope"), kbit::Error);
+}
+
+TEST_CASE("config: name defaults to the file's stem; empty file is valid") {
+  TempDir dir;
+  Config c = Config::load(dir.write("my_run.yaml", ""), {});
+  CHECK(c.get_string("name") == "my_run");
+  CHECK(c.get_int_list("model.hidden") == std::vector<int64_t>{1024, 1024});
+
+  std::string bad = dir.write("my run.yaml", "");
+  CHECK(load_error(bad) ==
+        bad +
+            " (default): name: expected a name of letters, digits, '.', "
+            "'-' and '_', got 'my run' (the config file's stem); set name "
+            "in the file");
+}
+
+TEST_CASE("config: a misspelt key names the closest valid key") {
+  TempDir dir;
+  std::string path = dir.write("x.yaml", with_line(7, "  lrr: 0.001"));
+  CHECK(load_error(path) ==
+        path + ":7: optim.lrr: unknown key; did you mean 'optim.lr'?");
+
+  path = dir.write("x.yaml", with_line(9, "  batchsize: 64"));
+  CHECK(load_error(path) == path +
+                                ":9: train.batchsize: unknown key; did you "
+                                "mean 'train.batch_size'?");
+
+  path = dir.write("x.yaml", with_line(5, "optimizer:"));
+  CHECK(load_error(path) ==
+        path + ":5: optimizer: unknown key; did you mean 'optim'?");
+
+  // A key of another section is suggested by its full path.
+  path = dir.write("x.yaml", with_line(1, "lr: 0.1"));
+  CHECK(load_error(path) ==
+        path + ":1: lr: unknown key; did you mean 'optim.lr'?");
+
+  // Nothing close: the valid keys of that section are listed instead.
+  path = dir.write("x.yaml", with_line(4, "  colour: blue"));
+  CHECK(load_error(path) == path +
+                                ":4: model.colour: unknown key; valid keys "
+                                "here: model.type, model.hidden, "
+                                "model.activation, model.dropout");
+}
+
+TEST_CASE("config: a wrong type names the line, key and expected type") {
+  TempDir dir;
+  std::string path = dir.write("x.yaml", with_line(9, "  batch_size: abc"));
+  CHECK(load_error(path) ==
+        path + ":9: train.batch_size: expected an integer >= 1, got 'abc'");
+
+  path = dir.write("x.yaml", with_line(9, "  batch_size: 12.5"));
+  CHECK(load_error(path) ==
+        path + ":9: train.batch_size: expected an integer >= 1, got '12.5'");
+
+  path = dir.write("x.yaml", with_line(7, "  lr: [1, 2]"));
+  CHECK(load_error(path) ==
+        path + ":7: optim.lr: expected a number > 0, got a list");
+
+  path = dir.write("x.yaml", with_line(7, "  lr:"));
+  CHECK(load_error(path) ==
+        path + ":7: optim.lr: expected a number > 0, got nothing");
+
+  path = dir.write("x.yaml", with_line(3, "  hidden: 32"));
+  CHECK(load_error(path) == path +
+                                ":3: model.hidden: expected a list of "
+                                "integers >= 1, got '32'");
+
+  path = dir.write("x.yaml", with_line(3, "  hidden: [32, x]"));
+  CHECK(load_error(path) ==
+        path + ":3: model.hidden[1]: expected an integer >= 1, got 'x'");
+
+  path = dir.write("x.yaml", with_line(6, "  name: adamww"));
+  CHECK(load_error(path) == path +
+                                ":6: optim.name: expected one of sgd, adam, "
+                                "adamw, got 'adamww'; did you mean 'adamw'?");
+
+  path = dir.write("x.yaml", with_line(7, "  lr: 0.001\n  nesterov: yes"));
+  CHECK(load_error(path) ==
+        path + ":8: optim.nesterov: expected true or false, got 'yes'");
+
+  path = dir.write("x.yaml", "name: t\noptim: adam\n");
+  CHECK(load_error(path).rfind(
+            path + ":2: optim: expected a mapping of the keys optim.name, "
+                   "optim.lr,",
+            0) == 0);
+}
+
+TEST_CASE("config: an out-of-range value names the bound") {
+  TempDir dir;
+  std::string path = dir.write("x.yaml", with_line(9, "  batch_size: 0"));
+  CHECK(load_error(path) ==
+        path + ":9: train.batch_size: expected an integer >= 1, got '0'");
+
+  path = dir.write("x.yaml", with_line(4, "  dropout: 1.0"));
+  CHECK(load_error(path) ==
+        path + ":4: model.dropout: expected a number in [0, 1), got '1.0'");
+
+  path = dir.write("x.yaml", with_line(7, "  lr: 0"));
+  CHECK(load_error(path) ==
+        path + ":7: optim.lr: expected a number > 0, got '0'");
+
+  path = dir.write("x.yaml", with_line(7, "  lr: .inf"));
+  CHECK(load_error(path) ==
+        path + ":7: optim.lr: expected a number > 0, got '.inf'");
+
+  // A list element is reported with its own line.
+  path = dir.write("x.yaml", with_line(3, "  hidden:\n    - 8\n    - 0"));
+  CHECK(load_error(path) ==
+        path + ":5: model.hidden[1]: expected an integer >= 1, got '0'");
+
+  path = dir.write("x.yaml", with_line(7, "  lr: 0.001\n  bits: 8"));
+  CHECK(load_error(path) ==
+        path + ":8: optim.bits: expected one of 32, got '8'");
+}
+
+TEST_CASE("config: a missing data directory names the file and line") {
+  TempDir dir;
+  std::string path = dir.write("x.yaml", "data:\n  path: /nope/fashion\n");
+  CHECK(load_error(path) == path +
+                                ":2: data.path: expected an existing "
+                                "directory, got '/nope/fashion'");
+  // Checked on the final value: an override may fix it.
+  Config c = Config::load(path, {"data.path=" + dir.path().string()});
+  CHECK(c.get_string("data.path") == dir.path().string());
+}
+
+TEST_CASE("config: --set overrides a key, and bad overrides say why") {
+  TempDir dir;
+  std::string path = dir.write("x.yaml", kGood);
+  Config c = Config::load(path, {"optim.lr=3e-4", "model.hidden=[8]",
+                                 "optim.nesterov=true", "name=other"});
+  CHECK(c.get_double("optim.lr") == 3e-4);
+  CHECK(c.get_int_list("model.hidden") == std::vector<int64_t>{8});
+  CHECK(c.get_bool("optim.nesterov"));
+  CHECK(c.get_string("name") == "other");
+  CHECK(c.origin("optim.lr") == "--set optim.lr=3e-4");
+
+  CHECK(load_error(path, {"optim.lr=abc"}) ==
+        "--set optim.lr=abc: optim.lr: expected a number > 0, got 'abc'");
+  CHECK(load_error(path, {"optim.lr=-1"}) ==
+        "--set optim.lr=-1: optim.lr: expected a number > 0, got '-1'");
+  CHECK(load_error(path, {"optim.lr="}) ==
+        "--set optim.lr=: optim.lr: expected a number > 0, got nothing");
+  CHECK(load_error(path, {"optim.lrr=1"}) ==
+        "--set optim.lrr=1: optim.lrr: unknown key; did you mean "
+        "'optim.lr'?");
+  CHECK(load_error(path, {"optimm.beta1=0.8"}) ==
+        "--set optimm.beta1=0.8: optimm.beta1: unknown key; did you mean "
+        "'optim.beta1'?");
+  CHECK(load_error(path, {"colour=blue"}) ==
+        "--set colour=blue: colour: unknown key; 'train --help' lists the "
+        "keys");
+  CHECK(load_error(path, {"optim.lr"}) ==
+        "--set optim.lr: expected key=value, e.g. optim.lr=3e-4");
+  CHECK(load_error(path, {"model.hidden=[8, 0]"}) ==
+        "--set model.hidden=[8, 0]: model.hidden[1]: expected an integer >= "
+        "1, got '0'");
+  CHECK(load_error(path, {"model.hidden=[8"}) ==
+        "--set model.hidden=[8: model.hidden: expected a list of integers >= "
+        "1, got '[8'");
+  CHECK(load_error(path, {"data.path=/nope"}) ==
+        "--set data.path=/nope: data.path: expected an existing directory, "
+        "got '/nope'");
+  CHECK(load_error(path, {"optim=1"})
+            .rfind("--set optim=1: optim: is a section, not a key; set one of "
+                   "optim.name, optim.lr,",
+                   0) == 0);
+}
+
+TEST_CASE("config: YAML syntax errors and missing files name the file") {
+  TempDir dir;
+  std::string path = dir.write("x.yaml", with_line(3, "  hidden: [32, 16"));
+  std::string msg = load_error(path);
+  CAPTURE(msg);
+  CHECK(msg.rfind(path + ":4: YAML syntax error: ", 0) == 0);
+
+  path = dir.write("x.yaml", "optim:\n  lr: 1\n   eps: 2\n");
+  msg = load_error(path);
+  CAPTURE(msg);
+  CHECK(msg.rfind(path + ":3: YAML syntax error: ", 0) == 0);
+
+  path = dir.write("x.yaml", "- 1\n- 2\n");
+  CHECK(load_error(path) == path +
+                                ":1: expected a mapping of keys (name, seed, "
+                                "model, data, optim, train) at the top "
+                                "level, got a list");
+
+  std::string missing = dir / "missing.yaml";
+  CHECK(load_error(missing) == missing + ": config file not found");
+  CHECK(load_error(dir.path().string()) ==
+        dir.path().string() + ": expected a YAML config file, got a directory");
+}
+
+TEST_CASE("config: a duplicate key names both lines") {
+  TempDir dir;
+  std::string path = dir.write("x.yaml", with_line(7, "  lr: 1\n  lr: 2"));
+  CHECK(load_error(path) ==
+        path + ":8: optim.lr: duplicate key (first set at line 7)");
+}
+
+TEST_CASE("config: to_yaml holds every key and loads back the same") {
+  TempDir dir;
+  Config c = Config::load(dir.write("x.yaml", kGood),
+                          {"optim.eps=1e-6", "model.activation=gelu"});
+  std::string yaml = c.to_yaml();
+  Config back = Config::load(dir.write("resolved.yaml", yaml), {});
+  for (const kbit::KeySpec& spec : kbit::config_schema()) {
+    CAPTURE(spec.path);
+    CHECK(back.origin(spec.path).find("(default)") == std::string::npos);
+  }
+  auto body = [](const std::string& s) { return s.substr(s.find('\n')); };
+  CHECK(body(back.to_yaml()) == body(yaml));
+  CHECK(back.get_double("optim.eps") == 1e-6);
+  CHECK(back.get_string("model.activation") == "gelu");
+
+  std::string table = c.table();
+  for (const kbit::KeySpec& spec : kbit::config_schema()) {
+    CHECK(table.find("  " + spec.path + " ") != std::string::npos);
+  }
+  CHECK(table.find("1e-06") != std::string::npos);
+}
+
+TEST_CASE("config: schema descriptions and edit distance") {
+  CHECK(kbit::edit_distance("", "abc") == 3);
+  CHECK(kbit::edit_distance("kitten", "sitting") == 3);
+  CHECK(kbit::edit_distance("lr", "lr") == 0);
+  const kbit::KeySpec* dropout = kbit::find_key_spec("model.dropout");
+  REQUIRE(dropout);
+  CHECK(kbit::describe_expected(*dropout) == "a number in [0, 1)");
+  CHECK(kbit::find_key_spec("model") == nullptr);
+  // Every default in the schema is itself valid (an empty file loads).
+  TempDir dir;
+  CHECK(load_error(dir.write("empty.yaml", "")) == "(loaded)");
+}

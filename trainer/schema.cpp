@@ -1,0 +1,303 @@
+// The config schema: every key a config may hold, in one table.
+//
+// To add a key, add a row: path, type, default (as YAML text), bounds or
+// choices, and a one-line doc. Sections ("optim", "train") are implied by
+// the paths. Validation, defaults, --set, the printed table and the saved
+// resolved.yaml all follow this table; nothing else lists keys.
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "core/error.h"
+#include "trainer/config.h"
+
+namespace kbit {
+namespace {
+
+using T = KeyType;
+constexpr Bound at_least(double v) {
+  return Bound{v, false};
+}
+constexpr Bound above(double v) {
+  return Bound{v, true};
+}
+constexpr Bound below(double v) {
+  return Bound{v, true};
+}
+constexpr Bound at_most(double v) {
+  return Bound{v, false};
+}
+
+std::vector<KeySpec> make_schema() {
+  return {
+      // path, type, default, min, max, choices, doc
+      {"name",
+       T::name,
+       "",
+       {},
+       {},
+       {},
+       "run name, the folder under runs/ (default: the config file's stem)"},
+      {"seed",
+       T::integer,
+       "0",
+       at_least(0),
+       {},
+       {},
+       "seed of every random stream (init, shuffling, dropout)"},
+
+      {"model.type", T::choice, "mlp", {}, {}, {"mlp"}, "model family"},
+      {"model.hidden",
+       T::int_list,
+       "[1024, 1024]",
+       at_least(1),
+       {},
+       {},
+       "hidden layer widths ([] = a linear classifier)"},
+      {"model.activation",
+       T::choice,
+       "relu",
+       {},
+       {},
+       {"relu", "gelu"},
+       "activation after each hidden layer"},
+      {"model.dropout",
+       T::number,
+       "0.0",
+       at_least(0),
+       below(1),
+       {},
+       "dropout probability after each hidden activation"},
+
+      {"data.dataset",
+       T::choice,
+       "fashion_mnist",
+       {},
+       {},
+       {"fashion_mnist"},
+       "dataset"},
+      {"data.path",
+       T::existing_dir,
+       "/usr/share/datasets/fashion-mnist",
+       {},
+       {},
+       {},
+       "folder with the dataset's files"},
+      {"data.limit",
+       T::integer,
+       "0",
+       at_least(0),
+       {},
+       {},
+       "use only the first N training examples (0 = all)"},
+
+      {"optim.name",
+       T::choice,
+       "adamw",
+       {},
+       {},
+       {"sgd", "adam", "adamw"},
+       "optimizer"},
+      {"optim.lr", T::number, "0.001", above(0), {}, {}, "peak learning rate"},
+      {"optim.weight_decay",
+       T::number,
+       "0.0",
+       at_least(0),
+       {},
+       {},
+       "weight decay (decoupled for adamw, L2 for sgd and adam)"},
+      {"optim.momentum",
+       T::number,
+       "0.9",
+       at_least(0),
+       below(1),
+       {},
+       "sgd momentum"},
+      {"optim.nesterov",
+       T::boolean,
+       "false",
+       {},
+       {},
+       {},
+       "sgd: Nesterov momentum"},
+      {"optim.beta1",
+       T::number,
+       "0.9",
+       at_least(0),
+       below(1),
+       {},
+       "adam/adamw: first-moment decay"},
+      {"optim.beta2",
+       T::number,
+       "0.999",
+       at_least(0),
+       below(1),
+       {},
+       "adam/adamw: second-moment decay"},
+      {"optim.eps",
+       T::number,
+       "1e-08",
+       above(0),
+       {},
+       {},
+       "adam/adamw: denominator epsilon"},
+      {"optim.bits",
+       T::integer,
+       "32",
+       {},
+       {},
+       {"32"},
+       "optimizer state bits (8 and 4 come later)"},
+      {"optim.clip_grad_norm",
+       T::number,
+       "0.0",
+       at_least(0),
+       {},
+       {},
+       "clip the global gradient L2 norm to this (0 = off)"},
+
+      {"train.epochs",
+       T::integer,
+       "10",
+       at_least(1),
+       {},
+       {},
+       "passes over the training set"},
+      {"train.batch_size",
+       T::integer,
+       "128",
+       at_least(1),
+       {},
+       {},
+       "examples per step"},
+      {"train.max_steps",
+       T::integer,
+       "0",
+       at_least(0),
+       {},
+       {},
+       "stop after this many steps (0 = run every epoch)"},
+      {"train.log_every",
+       T::integer,
+       "50",
+       at_least(1),
+       {},
+       {},
+       "steps between progress lines and metrics rows"},
+      {"train.schedule",
+       T::choice,
+       "cosine",
+       {},
+       {},
+       {"constant", "cosine"},
+       "learning-rate schedule after warmup"},
+      {"train.warmup_steps",
+       T::integer,
+       "0",
+       at_least(0),
+       {},
+       {},
+       "linear warmup from 0 to optim.lr over this many steps"},
+      {"train.min_lr_ratio",
+       T::number,
+       "0.0",
+       at_least(0),
+       at_most(1),
+       {},
+       "cosine: final learning rate as a fraction of optim.lr"},
+      {"train.eval_every_epochs",
+       T::integer,
+       "1",
+       at_least(1),
+       {},
+       {},
+       "epochs between test-set evaluations (and one at the end)"},
+  };
+}
+
+std::string format_bound(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+std::string describe_range(const KeySpec& spec) {
+  if (spec.min && spec.max) {
+    return str(" in ", spec.min->open ? "(" : "[",
+               format_bound(spec.min->value), ", ",
+               format_bound(spec.max->value), spec.max->open ? ")" : "]");
+  }
+  if (spec.min) {
+    return str(spec.min->open ? " > " : " >= ", format_bound(spec.min->value));
+  }
+  if (spec.max) {
+    return str(spec.max->open ? " < " : " <= ", format_bound(spec.max->value));
+  }
+  return "";
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    out += (i ? ", " : "") + items[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::vector<KeySpec>& config_schema() {
+  static const std::vector<KeySpec> schema = make_schema();
+  return schema;
+}
+
+const KeySpec* find_key_spec(const std::string& path) {
+  for (const KeySpec& spec : config_schema()) {
+    if (spec.path == path) return &spec;
+  }
+  return nullptr;
+}
+
+std::string describe_expected(const KeySpec& spec) {
+  switch (spec.type) {
+    case KeyType::integer:
+      if (!spec.choices.empty()) return "one of " + join(spec.choices);
+      return "an integer" + describe_range(spec);
+    case KeyType::number:
+      return "a number" + describe_range(spec);
+    case KeyType::boolean:
+      return "true or false";
+    case KeyType::string:
+      return "a string";
+    case KeyType::name:
+      return "a name of letters, digits, '.', '-' and '_'";
+    case KeyType::choice:
+      return "one of " + join(spec.choices);
+    case KeyType::int_list:
+      return "a list of integers" + describe_range(spec);
+    case KeyType::existing_dir:
+      return "an existing directory";
+    case KeyType::existing_file:
+      return "an existing file";
+  }
+  return "?";
+}
+
+int edit_distance(const std::string& a, const std::string& b) {
+  // One row of the Levenshtein table at a time: row[j] = d(a[0:i], b[0:j]).
+  std::vector<int> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = int(j);
+  for (size_t i = 1; i <= a.size(); ++i) {
+    int diagonal = row[0];
+    row[0] = int(i);
+    for (size_t j = 1; j <= b.size(); ++j) {
+      int up = row[j];
+      int substitute = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
+      row[j] = std::min({up + 1, row[j - 1] + 1, substitute});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace kbit
