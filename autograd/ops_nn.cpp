@@ -320,6 +320,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   });
   bool need_a = a.requires_grad(), need_b = b.requires_grad();
   Shape sa = a.shape(), sb = b.shape();
+  // Keep only what backward reads: b for da, a for db.
+  if (!need_a) ob.t = Tensor();
+  if (!need_b) oa.t = Tensor();
   return record(out, "matmul", {a, b},
                 [oa, ob, d, need_a, need_b, sa, sb](const Tensor& grad) {
                   Tensor g = grad.contiguous();
@@ -366,6 +369,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   bool need_x = x.requires_grad(), need_w = weight.requires_grad();
   bool need_b = bias.defined() && bias.requires_grad();
   Shape sx = x.shape();
+  if (!need_x) ow.t = Tensor();  // keep only what backward reads
+  if (!need_w) ox.t = Tensor();
   auto backward = [ox, ow, R, in, out_f, need_x, need_w, need_b,
                    sx](const Tensor& grad) {
     Tensor g = grad.contiguous();  // (R, out)
