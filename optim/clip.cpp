@@ -15,14 +15,17 @@ template <typename T>
 double sum_squares(const T* x, int64_t n) {
   int64_t blocks = n / kLanes;
   double total = 0;
-#pragma omp parallel for reduction(+ : total) if (n > kParallelThreshold)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double acc = 0;
-    for (int k = 0; k < kLanes; ++k) {
-      double v = double(x[b * kLanes + k]);
-      acc += v * v;
+#pragma omp parallel reduction(+ : total) if (n > kParallelThreshold)
+  {
+    double acc[kLanes] = {};  // one vector register of partial sums
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int k = 0; k < kLanes; ++k) {
+        double v = double(x[b * kLanes + k]);
+        acc[k] += v * v;
+      }
     }
-    total += acc;
+    for (int k = 0; k < kLanes; ++k) total += acc[k];
   }
   for (int64_t i = blocks * kLanes; i < n; ++i) {
     total += double(x[i]) * double(x[i]);
