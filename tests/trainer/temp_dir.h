@@ -32,9 +32,12 @@ class TempDir {
   std::string operator/(const std::string& name) const {
     return (path_ / name).string();
   }
-  // Writes `text` to `name` inside the folder; returns the file's path.
+  // Writes `text` to `name` inside the folder (making its parent folders);
+  // returns the file's path.
   std::string write(const std::string& name, const std::string& text) const {
     std::string file = *this / name;
+    std::filesystem::create_directories(
+        std::filesystem::path(file).parent_path());
     std::ofstream(file, std::ios::binary) << text;
     return file;
   }

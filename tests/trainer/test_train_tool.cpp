@@ -1,0 +1,174 @@
+// build/train end to end: bad input exits with code 2, one message and no
+// run folder (an earlier one stays untouched); a tiny real run writes
+// resolved.yaml, metrics.csv and summary.json; a diverging run stops with
+// code 2 and keeps its files.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "core/error.h"
+#include "trainer/temp_dir.h"
+
+namespace fs = std::filesystem;
+using kbit::test::read_text;
+using kbit::test::TempDir;
+
+namespace {
+
+const std::string kTrain = std::string(KBIT_BINARY_DIR) + "/train";
+const std::string kData = "/usr/share/datasets/fashion-mnist";
+
+struct Result {
+  int exit_code = -1;
+  std::string err;  // stderr
+};
+
+// Runs build/train with `args` inside `dir` (runs/ lands there).
+Result run_train(const TempDir& dir, const std::string& args) {
+  REQUIRE_MESSAGE(fs::exists(kTrain), kTrain, " is missing: build all targets");
+  const std::string err = dir / "stderr.txt";
+  const std::string cmd = "cd '" + dir.path().string() + "' && '" + kTrain +
+                          "' " + args + " 2>'" + err + "' >/dev/null";
+  int status = std::system(cmd.c_str());
+  Result r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = read_text(err);
+  fs::remove(err);
+  return r;
+}
+
+// A small, fast run: 512 training images, one hidden layer of 16.
+const char* kTiny =
+    "name: tiny\n"
+    "model:\n"
+    "  hidden: [16]\n"
+    "data:\n"
+    "  limit: 512\n"
+    "train:\n"
+    "  epochs: 2\n"
+    "  batch_size: 64\n"
+    "  log_every: 4\n";
+
+int count_lines_starting(const std::string& text, const std::string& start) {
+  int n = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    n += text.compare(pos, start.size(), start) == 0;
+    size_t nl = text.find('\n', pos);
+    pos = nl == std::string::npos ? text.size() : nl + 1;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("train tool: bad input exits 2 with no run folder") {
+  TempDir dir;
+  // An earlier run of the same name, which must stay as it is.
+  dir.write("runs/tiny/placeholder", "");
+  dir.write("runs/tiny/metrics.csv", "old");
+
+  dir.write("bad.yaml", std::string(kTiny) + "optim:\n  lrr: 0.1\n");
+  Result r = run_train(dir, "bad.yaml");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "bad.yaml:11: optim.lrr: unknown key; did you mean "
+        "'optim.lr'?\n");
+
+  dir.write("good.yaml", std::string(kTiny));
+  r = run_train(dir, "good.yaml --set train.batch_size=abc");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "--set train.batch_size=abc: train.batch_size: expected an "
+        "integer >= 1, got 'abc'\n");
+
+  r = run_train(dir, "missing.yaml");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err == "missing.yaml: config file not found\n");
+
+  r = run_train(dir, "good.yaml --sett x=1");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("unknown option '--sett'", 0) == 0);
+
+  // The data folder exists but holds no dataset: the loader's message is
+  // prefixed with where data.path was set.
+  fs::create_directories(dir / "empty");
+  dir.write("nodata.yaml", "name: tiny\ndata:\n  path: empty\n");
+  r = run_train(dir, "nodata.yaml");
+  CHECK(r.exit_code == 2);
+  CAPTURE(r.err);
+  CHECK(r.err.rfind("nodata.yaml:3: data.path: ", 0) == 0);
+  CHECK(r.err.find("train-images-idx3-ubyte.gz") != std::string::npos);
+  CHECK(count_lines_starting(r.err, "") == 1);  // one line
+
+  // --out into a folder with files is refused before any work.
+  r = run_train(dir, "good.yaml --out runs/tiny");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("--out runs/tiny: expected a new or empty folder", 0) == 0);
+
+  // Nothing was created or changed.
+  CHECK(read_text(dir / "runs/tiny/metrics.csv") == "old");
+  CHECK(std::distance(fs::directory_iterator(dir / "runs"),
+                      fs::directory_iterator()) == 1);
+  CHECK(std::distance(fs::directory_iterator(dir / "runs/tiny"),
+                      fs::directory_iterator()) == 2);
+}
+
+TEST_CASE("train tool: a tiny run writes its files and never reuses one") {
+  REQUIRE_MESSAGE(fs::is_directory(kData), kData,
+                  " is missing: install dataset-fashion-mnist");
+  TempDir dir;
+  dir.write("tiny.yaml", kTiny);
+  dir.write("runs/tiny/metrics.csv", "old");
+  Result r = run_train(dir, "tiny.yaml");
+  CAPTURE(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(read_text(dir / "runs/tiny/metrics.csv") == "old");
+
+  // 512 / 64 = 8 steps per epoch, 16 in all, a line every 4 steps.
+  const std::string run = dir / "runs/tiny-2";
+  CHECK(r.err.find("run folder: runs/tiny-2\n") != std::string::npos);
+  CHECK(count_lines_starting(r.err, "step ") == 4);
+  CHECK(count_lines_starting(r.err, "eval ") == 2);
+  CHECK(count_lines_starting(r.err, "  optim.lr ") == 1);  // the table
+
+  std::string summary = read_text(run + "/summary.json");
+  for (const char* key :
+       {"test_accuracy", "final_train_loss", "param_count",
+        "optimizer_state_bytes", "steps", "wall_seconds", "skipped_steps",
+        "peak_bytes", "optim_state", "name"}) {
+    CAPTURE(key);
+    CHECK(summary.find(kbit::str('"', key, "\": ")) != std::string::npos);
+  }
+  // 784*16 + 16 + 16*10 + 10 parameters; AdamW keeps 2 f32 states each.
+  CHECK(summary.find("\"param_count\": 12730,") != std::string::npos);
+  CHECK(summary.find("\"optimizer_state_bytes\": 101840,") !=
+        std::string::npos);
+  CHECK(summary.find("\"steps\": 16,") != std::string::npos);
+  CHECK(summary.find("\"status\": \"completed\"") != std::string::npos);
+
+  std::string metrics = read_text(run + "/metrics.csv");
+  CHECK(count_lines_starting(metrics, "step,epoch,train_loss,") == 1);
+  CHECK(count_lines_starting(metrics, "") == 1 + 4 + 2);
+  CHECK(read_text(run + "/resolved.yaml").find("  limit: 512") !=
+        std::string::npos);
+}
+
+TEST_CASE("train tool: a non-finite loss stops the run with exit 2") {
+  REQUIRE_MESSAGE(fs::is_directory(kData), kData,
+                  " is missing: install dataset-fashion-mnist");
+  TempDir dir;
+  dir.write("tiny.yaml", kTiny);
+  // SGD at lr 1e30 overflows the weights after one step.
+  Result r = run_train(dir,
+                       "tiny.yaml --set optim.name=sgd "
+                       "--set optim.lr=1e30 --out run");
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("the training loss is") != std::string::npos);
+  CHECK(fs::exists(dir / "run/metrics.csv"));
+  CHECK(read_text(dir / "run/summary.json")
+            .find("\"status\": \"non_finite_loss\"") != std::string::npos);
+}

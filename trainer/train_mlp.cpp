@@ -1,0 +1,364 @@
+// The MLP training loop (see train_mlp.h for what it writes and when).
+//
+// B batch size, D = 784 pixels, K = 10 classes.
+#include "trainer/train_mlp.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "autograd/engine.h"
+#include "autograd/ops.h"
+#include "core/error.h"
+#include "core/philox.h"
+#include "core/storage.h"
+#include "data/fashion_mnist.h"
+#include "models/mlp.h"
+#include "optim/optimizer.h"
+#include "trainer/report.h"
+#include "trainer/run_dir.h"
+#include "trainer/schedule.h"
+
+namespace kbit {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kEvalBatch = 1000;  // test rows per forward pass
+// The data and dropout streams are disjoint stretches of the seed's Philox
+// stream, far apart (2^60 words), so they never overlap the init stream.
+constexpr uint64_t kDataStreamOffset = uint64_t(1) << 60;
+constexpr uint64_t kDropoutStreamOffset = uint64_t(2) << 60;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Data {
+  ImageDataset train;  // images (N, D), labels (N)
+  ImageDataset test;
+  int64_t n_train = 0;  // the first n_train rows of train are used
+};
+
+Data load_data(const Config& config) {
+  const std::string dir = config.get_string("data.path");
+  Data data;
+  try {
+    data.train = load_fashion_mnist(dir, "train");
+    data.test = load_fashion_mnist(dir, "test");
+  } catch (const UserError& e) {
+    throw UserError(config.origin("data.path") + ": data.path: " + e.what());
+  }
+  const int64_t n = data.train.images.shape(0);
+  const int64_t limit = config.get_int("data.limit");
+  KBIT_USER_CHECK(limit <= n, config.origin("data.limit"),
+                  ": data.limit: expected at most ", n,
+                  " (the training set's size), got ", limit);
+  data.n_train = limit > 0 ? limit : n;
+  return data;
+}
+
+// Fisher-Yates with Philox words; j = floor(u * (i + 1)) for a 32-bit u.
+void shuffle(std::vector<int64_t>& order, Philox& rng) {
+  for (size_t i = order.size(); i-- > 1;) {
+    size_t j = size_t((uint64_t(rng.next_u32()) * (i + 1)) >> 32);
+    std::swap(order[i], order[j]);
+  }
+}
+
+// Rows order[begin, end) of ds: x (B, D) f32 and y (B) i32.
+std::pair<Tensor, Tensor> gather(const ImageDataset& ds,
+                                 const std::vector<int64_t>& order,
+                                 int64_t begin, int64_t end) {
+  const int64_t b = end - begin, d = ds.images.shape(1);
+  Tensor x = Tensor::empty({b, d});
+  Tensor y = Tensor::empty({b}, DType::i32);
+  const float* src = ds.images.data<float>();
+  const int32_t* labels = ds.labels.data<int32_t>();
+  float* xp = x.data<float>();
+  int32_t* yp = y.data<int32_t>();
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t row = order[size_t(begin + r)];
+    std::copy_n(src + row * d, d, xp + r * d);
+    yp[r] = labels[row];
+  }
+  return {x, y};
+}
+
+// Rows whose largest logit is at the label. logits (B, K), labels (B).
+int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  const std::vector<float> z = logits.to_vector<float>();
+  const std::vector<int32_t> y = labels.to_vector<int32_t>();
+  const size_t k = size_t(logits.shape(1));
+  int64_t correct = 0;
+  for (size_t r = 0; r < y.size(); ++r) {
+    auto row = z.begin() + std::ptrdiff_t(r * k);
+    correct += (std::max_element(row, row + std::ptrdiff_t(k)) - row) == y[r];
+  }
+  return correct;
+}
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;
+};
+
+EvalResult evaluate(MLP& model, const ImageDataset& test, Philox& rng) {
+  NoGradGuard no_grad;
+  model.train(false);
+  const int64_t n = test.images.shape(0);
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t b = 0; b < n; b += kEvalBatch) {
+    const int64_t e = std::min(n, b + kEvalBatch);
+    Tensor x = test.images.slice_view(0, b, e);  // (B, D)
+    Tensor y = test.labels.slice_view(0, b, e);  // (B)
+    Tensor logits = model.forward(x, rng);       // (B, K)
+    loss_sum += cross_entropy(logits, y).item() * double(e - b);
+    correct += count_correct(logits, y);
+  }
+  model.train(true);
+  return {loss_sum / double(n), double(correct) / double(n)};
+}
+
+OptimConfig optim_config(const Config& c) {
+  OptimConfig o;
+  o.name = c.get_string("optim.name");
+  o.lr = c.get_double("optim.lr");
+  o.weight_decay = c.get_double("optim.weight_decay");
+  o.momentum = c.get_double("optim.momentum");
+  o.nesterov = c.get_bool("optim.nesterov");
+  o.beta1 = c.get_double("optim.beta1");
+  o.beta2 = c.get_double("optim.beta2");
+  o.eps = c.get_double("optim.eps");
+  o.bits = int(c.get_int("optim.bits"));
+  o.clip_grad_norm = c.get_double("optim.clip_grad_norm");
+  return o;
+}
+
+MLPConfig mlp_config(const Config& c) {
+  MLPConfig m;
+  m.hidden = c.get_int_list("model.hidden");
+  m.activation = c.get_string("model.activation");
+  m.dropout = c.get_double("model.dropout");
+  return m;
+}
+
+// One run, from loaded data to summary.json.
+class MlpRun {
+ public:
+  MlpRun(const Config& config, const RunOptions& options, Data data,
+         Clock::time_point start);
+  RunSummary run();
+
+ private:
+  void train_step(const std::vector<int64_t>& order, int64_t begin,
+                  int64_t end);
+  void log_window();
+  void run_eval();
+  void stop_on_non_finite(double loss);
+  void write_summary(const std::string& status) const;
+  double epoch() const { return double(step_) / double(steps_per_epoch_); }
+  void emit(const std::string& line) const {
+    if (options_.log) options_.log(line);
+  }
+
+  const Config& config_;
+  RunOptions options_;
+  Data data_;
+  Clock::time_point start_;
+  Philox data_rng_, dropout_rng_;
+  std::unique_ptr<MLP> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  LrSchedule schedule_;
+  int64_t batch_size_, steps_per_epoch_, total_steps_, log_every_;
+  int64_t step_ = 0;  // steps done
+
+  std::string run_dir_;
+  std::unique_ptr<MetricsCsv> metrics_;
+  // The logging window: steps since the last progress line.
+  double window_loss_ = 0;
+  int64_t window_steps_ = 0, window_samples_ = 0;
+  Clock::time_point window_start_;
+  double last_window_loss_ = NAN;
+  EvalResult last_eval_{NAN, NAN};
+  int64_t last_eval_step_ = -1;
+};
+
+MlpRun::MlpRun(const Config& config, const RunOptions& options, Data data,
+               Clock::time_point start)
+    : config_(config),
+      options_(options),
+      data_(std::move(data)),
+      start_(start),
+      data_rng_(uint64_t(config.get_int("seed")), kDataStreamOffset),
+      dropout_rng_(uint64_t(config.get_int("seed")), kDropoutStreamOffset),
+      batch_size_(config.get_int("train.batch_size")),
+      log_every_(config.get_int("train.log_every")) {
+  Philox init_rng(uint64_t(config.get_int("seed")));
+  model_ = std::make_unique<MLP>(mlp_config(config), init_rng);
+  optimizer_ = make_optimizer(model_->named_parameters(), optim_config(config));
+
+  steps_per_epoch_ = (data_.n_train + batch_size_ - 1) / batch_size_;
+  total_steps_ = config.get_int("train.epochs") * steps_per_epoch_;
+  if (int64_t max_steps = config.get_int("train.max_steps"); max_steps > 0) {
+    total_steps_ = std::min(total_steps_, max_steps);
+  }
+  schedule_.peak_lr = config.get_double("optim.lr");
+  schedule_.warmup_steps = config.get_int("train.warmup_steps");
+  schedule_.total_steps = total_steps_;
+  schedule_.cosine = config.get_string("train.schedule") == "cosine";
+  schedule_.min_lr_ratio = config.get_double("train.min_lr_ratio");
+}
+
+RunSummary MlpRun::run() {
+  std::string table = config_.table();
+  table.pop_back();  // the last newline
+  emit("config " + config_.path() + "\n" + table);
+
+  // Everything is checked: from here on the run folder exists.
+  run_dir_ = create_run_dir(config_.get_string("name"), options_.out);
+  emit("run folder: " + run_dir_);
+  write_file_atomic(run_dir_ + "/resolved.yaml", config_.to_yaml());
+  metrics_ = std::make_unique<MetricsCsv>(run_dir_ + "/metrics.csv");
+
+  const int64_t eval_every = config_.get_int("train.eval_every_epochs");
+  std::vector<int64_t> order(size_t(data_.n_train));
+  window_start_ = Clock::now();
+  for (int64_t e = 1; step_ < total_steps_; ++e) {
+    std::iota(order.begin(), order.end(), int64_t(0));
+    shuffle(order, data_rng_);
+    for (int64_t b = 0; b < data_.n_train && step_ < total_steps_;
+         b += batch_size_) {
+      train_step(order, b, std::min(data_.n_train, b + batch_size_));
+    }
+    if (e % eval_every == 0) run_eval();
+  }
+  if (last_eval_step_ != step_) run_eval();
+
+  write_summary("completed");
+  RunSummary s;
+  s.run_dir = run_dir_;
+  s.test_accuracy = last_eval_.accuracy;
+  s.test_loss = last_eval_.loss;
+  s.final_train_loss = last_window_loss_;
+  s.param_count = model_->parameter_count();
+  s.optimizer_state_bytes = optimizer_->state_bytes();
+  s.steps = step_;
+  s.skipped_steps = optimizer_->skipped_steps();
+  s.wall_seconds = seconds_since(start_);
+  return s;
+}
+
+void MlpRun::train_step(const std::vector<int64_t>& order, int64_t begin,
+                        int64_t end) {
+  auto [x, y] = gather(data_.train, order, begin, end);  // (B, D), (B)
+  optimizer_->set_lr(schedule_.at(step_));
+  Tensor logits = model_->forward(x, dropout_rng_);  // (B, K)
+  Tensor loss = cross_entropy(logits, y);
+  const double value = loss.item();
+  if (!std::isfinite(value)) stop_on_non_finite(value);
+
+  optimizer_->zero_grad();
+  backward(loss);
+  optimizer_->step();
+
+  ++step_;
+  window_loss_ += value;
+  ++window_steps_;
+  window_samples_ += end - begin;
+  if (step_ % log_every_ == 0 || step_ == total_steps_) log_window();
+}
+
+void MlpRun::log_window() {
+  const double seconds = seconds_since(window_start_);
+  TrainProgress p;
+  p.step = step_;
+  p.total_steps = total_steps_;
+  p.epoch = epoch();
+  p.loss = window_loss_ / double(window_steps_);
+  p.lr = optimizer_->lr();
+  p.ms_per_step = 1e3 * seconds / double(window_steps_);
+  p.samples_per_s = double(window_samples_) / std::max(seconds, 1e-9);
+  p.eta_seconds = 1e-3 * p.ms_per_step * double(total_steps_ - step_);
+  p.optim_state_bytes = optimizer_->state_bytes();
+  emit(format_progress(p));
+  metrics_->write(MetricsRow{
+      step_, p.epoch, p.loss, p.lr, p.ms_per_step, p.samples_per_s, {}, {}});
+
+  last_window_loss_ = p.loss;
+  window_loss_ = 0;
+  window_steps_ = window_samples_ = 0;
+  window_start_ = Clock::now();
+}
+
+void MlpRun::run_eval() {
+  const Clock::time_point t0 = Clock::now();
+  last_eval_ = evaluate(*model_, data_.test, dropout_rng_);
+  last_eval_step_ = step_;
+  emit(format_eval(EvalProgress{step_, total_steps_, epoch(), last_eval_.loss,
+                                last_eval_.accuracy, seconds_since(t0)}));
+  metrics_->write(MetricsRow{step_,
+                             epoch(),
+                             {},
+                             optimizer_->lr(),
+                             {},
+                             {},
+                             last_eval_.loss,
+                             last_eval_.accuracy});
+  window_start_ += Clock::now() - t0;  // evaluation is not training time
+}
+
+void MlpRun::stop_on_non_finite(double loss) {
+  metrics_->write(
+      MetricsRow{step_ + 1, epoch(), loss, optimizer_->lr(), {}, {}, {}, {}});
+  write_summary("non_finite_loss");
+  throw UserError(str("step ", step_ + 1, ": the training loss is ", loss,
+                      " at lr ", optimizer_->lr(),
+                      "; stopped (try a lower optim.lr or set "
+                      "optim.clip_grad_norm). ",
+                      run_dir_, " keeps what was logged"));
+}
+
+void MlpRun::write_summary(const std::string& status) const {
+  JsonObject peak;
+  for (int t = 0; t < kNumMemTags; ++t) {
+    peak.add(mem_tag_name(MemTag(t)), memory_stats(MemTag(t)).peak);
+  }
+  const int64_t params = model_->parameter_count();
+  const int64_t state = optimizer_->state_bytes();
+  JsonObject s;
+  s.add("name", config_.get_string("name"))
+      .add("config", config_.path())
+      .add("status", status)
+      .add("test_accuracy", last_eval_.accuracy)
+      .add("test_loss", last_eval_.loss)
+      .add("final_train_loss", last_window_loss_)
+      .add("param_count", params)
+      .add("optimizer_state_bytes", state)
+      .add("optimizer_state_bytes_per_param", double(state) / double(params))
+      .add("steps", step_)
+      .add("total_steps", total_steps_)
+      .add("skipped_steps", optimizer_->skipped_steps())
+      .add("epochs", epoch())
+      .add("wall_seconds", seconds_since(start_))
+      .add("peak_bytes", peak);
+  write_file_atomic(run_dir_ + "/summary.json", s.dump() + "\n");
+}
+
+}  // namespace
+
+RunSummary train_mlp(const Config& config, const RunOptions& options) {
+  const Clock::time_point start = Clock::now();
+  KBIT_CHECK(config.get_string("model.type") == "mlp",
+             "[train_mlp] expected model.type mlp, got ",
+             config.get_string("model.type"));
+  Data data = load_data(config);
+  MlpRun run(config, options, std::move(data), start);
+  return run.run();
+}
+
+}  // namespace kbit
