@@ -5,6 +5,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/ops_util.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/reduce.h"
 
 namespace kbit {
@@ -122,11 +123,12 @@ Tensor mean(const Tensor& a, const std::vector<int>& axes, bool keepdim) {
   ops::check_float(a, "mean");
   std::vector<bool> flags = reduce_flags(a.dim(), axes, "mean");
   double scale = 1.0 / double(reduced_count(a.shape(), flags));
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = mul_scalar(sum_flags(a, flags, "mean"), scale);
-  }
+  Tensor out = sum_flags(a, flags, "mean");
+  dispatch_float(out.dtype(), "mean", [&](auto* tp) {
+    using T = std::remove_pointer_t<decltype(tp)>;
+    T* p = out.data<T>();  // scaled in place: out is a fresh buffer
+    cpu::unary(cpu::Unary::mul_scalar, out.numel(), p, p, scale);
+  });
   out = out.view(reduced_shape(a.shape(), flags, keepdim));
   return record(out, "mean", {a},
                 [flags, scale, shape = a.shape()](const Tensor& g) {

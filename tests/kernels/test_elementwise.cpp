@@ -186,6 +186,22 @@ TEST_CASE("kernels: elementwise strided copies match the reference") {
   CHECK(got == want);
   CHECK(got == p.to_vector<float>());
 
+  // Large transposes take the tiled path: one matrix split across threads,
+  // and a batch of matrices split by matrix.
+  Tensor big = Tensor::randn({301, 257}, rng);
+  Tensor batch = Tensor::randn({3, 129, 131}, rng);
+  for (const Tensor& v :
+       {big.transpose_view(0, 1), batch.permute_view({0, 2, 1}),
+        batch.permute_view({2, 0, 1})}) {
+    std::vector<float> g(static_cast<size_t>(v.numel())), w(g.size());
+    Shape dst_strides = contiguous_strides(v.shape());
+    cpu::copy_strided(v.shape(), v.data<float>(), v.strides(), g.data(),
+                      dst_strides);
+    ref::copy_strided(v.shape(), v.data<float>(), v.strides(), w.data(),
+                      dst_strides);
+    CHECK_MESSAGE(g == w, "transposing copy of ", shape_str(v.shape()));
+  }
+
   // Broadcast source (stride 0) into a strided destination.
   Tensor row = Tensor::randn({9}, rng);
   Tensor dst = Tensor::zeros({9, 4});
