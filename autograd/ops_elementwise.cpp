@@ -32,8 +32,10 @@ Tensor binary_forward(Binary op, const Tensor& a_in, const Tensor& b_in,
   Tensor a = unit_inner_stride(a_in), b = unit_inner_stride(b_in);
   Tensor out = Tensor::empty(shape, a.dtype());
   int64_t n = out.numel();
-  bool ca = a.is_contiguous() && a.shape() == shape;
-  bool cb = b.is_contiguous() && b.shape() == shape;
+  // A contiguous operand with the result's element count broadcasts only
+  // through leading or size-1 axes: its flat layout is the result's.
+  bool ca = a.is_contiguous() && a.numel() == n;
+  bool cb = b.is_contiguous() && b.numel() == n;
   dispatch_float(a.dtype(), name, [&](auto* tp) {
     using T = std::remove_pointer_t<decltype(tp)>;
     T* o = out.data<T>();

@@ -84,6 +84,7 @@ TEST_CASE("kernels: elementwise binary ops match the reference loops") {
   check_binary_shapes({1}, {17, 3}, 6);       // scalar a
   check_binary_shapes({3, 17}, {}, 7);        // 0-d scalar b
   check_binary_shapes({3, 1, 5, 1}, {1, 4, 1, 7}, 8);
+  check_binary_shapes({1, 7, 13}, {7, 13}, 13);    // flat despite the shapes
   check_binary_shapes({257, 129}, {257, 129}, 9);  // parallel paths
   check_binary_shapes({257, 129}, {129}, 10);
   check_binary_shapes({31, 1, 129}, {9, 1}, 11);
