@@ -196,7 +196,8 @@ TEST_CASE("kernels: nn bias broadcast and column sums match the reference") {
 }
 
 TEST_CASE("kernels: nn dropout matches the reference stream") {
-  for (auto [n, offset] : {std::pair<int64_t, uint64_t>{13, 3}, {40001, 6}}) {
+  for (auto [n, offset] :
+       {std::pair<int64_t, uint64_t>{13, 3}, {100, 61}, {40001, 6}}) {
     std::vector<float> x = random_vec(n, 12), g = random_vec(n, 13);
     std::vector<float> y(static_cast<size_t>(n)), yr(static_cast<size_t>(n)),
         dx(static_cast<size_t>(n)), dxr(static_cast<size_t>(n));
