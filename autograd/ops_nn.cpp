@@ -135,6 +135,11 @@ void gemm(const Operand& a, const Operand& b, T* c, int64_t batch, int64_t M,
   g.ldb = b.ld;
   g.ldc = std::max<int64_t>(N, 1);
   g.beta = beta;
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // an empty sum: C = beta C, without asking the library
+    if (beta == 0.0) std::fill(c, c + batch * M * N, T(0));
+    return;
+  }
   const T* pa = a.t.data<T>();
   const T* pb = b.t.data<T>();
   if (batch == 1) {
@@ -174,8 +179,9 @@ MatmulDims matmul_dims(const Tensor& a, const Tensor& b) {
   KBIT_CHECK(shared || same_batch,
              "[matmul] expected b to be 2-D or to have a's batch dims, got ",
              shape_str(a.shape()), " and ", shape_str(b.shape()));
-  int64_t M = a.shape(-2), K = a.shape(-1), N = b.shape(-1);
-  return {a.numel() / std::max<int64_t>(M * K, 1), M, N, K, shared};
+  int64_t batch = 1;
+  for (int i = 0; i < a.dim() - 2; ++i) batch *= a.shape()[size_t(i)];
+  return {batch, a.shape(-2), b.shape(-1), a.shape(-1), shared};
 }
 
 // out (B, M, N) = a (B, M, K) b (B or shared, K, N).
@@ -312,7 +318,6 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   MatmulDims d = matmul_dims(a, b);
   Shape out_shape = with_last(a.shape(), d.N);
   Tensor out = Tensor::empty(out_shape, a.dtype());
-  if (out.numel() == 0) return out;
   Operand oa = operand(a), ob = operand(b);
   dispatch_float(a.dtype(), "matmul", [&](auto* tp) {
     using T = std::remove_pointer_t<decltype(tp)>;
