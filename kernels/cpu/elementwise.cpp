@@ -128,13 +128,13 @@ void with_unary(Unary op, T alpha, F f) {
     case Unary::neg:
       return f([](T x) { return -x; });
     case Unary::exp:
-      return f([](T x) { return std::exp(x); });
+      return f([](T x) { return exp_op(x); });
     case Unary::log:
       return f([](T x) { return std::log(x); });
     case Unary::sqrt:
       return f([](T x) { return std::sqrt(x); });
     case Unary::tanh:
-      return f([](T x) { return std::tanh(x); });
+      return f([](T x) { return tanh_of(x); });
     case Unary::relu:
       return f([](T x) { return x < T(0) ? T(0) : x; });  // keeps nan
     case Unary::gelu:
