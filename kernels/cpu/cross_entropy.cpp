@@ -16,7 +16,7 @@ template <typename T>
 T log_sum_exp(const T* x, int64_t C) {
   T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < C; ++j) m = std::max(m, x[j]);
+  for (int64_t j = 0; j < C; ++j) m = m > x[j] ? m : x[j];
   T s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < C; ++j) s += exp_of(x[j] - m);
