@@ -110,6 +110,15 @@ Operand operand(const Tensor& t) {
   return {t.contiguous(), false, std::max<int64_t>(cols, 1), rows * cols};
 }
 
+// Matrix i of a batched operand alone: a new handle at its element offset
+// (the input's own handle is untouched).
+Operand batch_item(Operand o, int64_t i) {
+  o.t = o.t.detach();
+  o.t.impl()->offset += i * o.batch_stride;
+  o.batch_stride = 0;
+  return o;
+}
+
 Operand transposed(Operand o) {
   o.trans = !o.trans;
   return o;
@@ -222,14 +231,10 @@ Tensor matmul_grad_b(const Operand& a, const Tensor& g, const Shape& shape,
     gemm<T>(transposed(a), plain(g, d.batch * d.M, d.N), p, 1, d.K, d.N,
             d.batch * d.M);
   } else {
+    Operand og = plain(g, d.M, d.N);
     for (int64_t i = 0; i < d.batch; ++i) {
-      Operand ai = a;
-      ai.t = a.t.detach();
-      ai.t.impl()->offset += i * a.batch_stride;
-      Operand gi = plain(g, d.M, d.N);
-      gi.t = g.detach();
-      gi.t.impl()->offset += i * d.M * d.N;
-      gemm<T>(transposed(ai), gi, p, 1, d.K, d.N, d.M, 1.0);
+      gemm<T>(transposed(batch_item(a, i)), batch_item(og, i), p, 1, d.K, d.N,
+              d.M, 1.0);
     }
   }
   return db;

@@ -1,3 +1,4 @@
+// Dropout kernels: masks from Philox4x32-10 evaluated 16 blocks at a time.
 #include "kernels/cpu/dropout.h"
 
 #include <algorithm>

@@ -1,3 +1,7 @@
+// Softmax kernels: a row loop for the last axis (max, exp and sum, scale:
+// three passes over a row in cache) and an (n, inner) block loop for other
+// axes, vectorized across inner. Rows go to OpenMP threads above the size
+// threshold.
 #include "kernels/cpu/softmax.h"
 
 #include <algorithm>
