@@ -11,17 +11,31 @@ namespace {
 using cpu::Binary;
 using cpu::Unary;
 
+// A view whose last axis (of size > 1) is not unit-stride, such as a
+// transpose, would make the inner loop jump across cache lines: copy it
+// first with the tiled copy. Others are read in place.
+Tensor unit_inner_stride(const Tensor& t) {
+  for (int d = t.dim(); d-- > 0;) {
+    if (t.shape()[size_t(d)] == 1) continue;
+    return t.strides()[size_t(d)] == 1 ? t : ops::contiguous(t);
+  }
+  return t;
+}
+
 // a op b with numpy broadcasting -> a contiguous result. Fast paths: same
 // shape contiguous, one scalar side; else the strided loop (which runs a
 // row broadcast such as (N, C) + (C) with a contiguous inner loop).
-Tensor binary_forward(Binary op, const Tensor& a, const Tensor& b,
+Tensor binary_forward(Binary op, const Tensor& a_in, const Tensor& b_in,
                       const char* name) {
-  ops::check_same_dtype(a, b, name);
-  Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  ops::check_same_dtype(a_in, b_in, name);
+  Shape shape = broadcast_shapes(a_in.shape(), b_in.shape(), name);
+  Tensor a = unit_inner_stride(a_in), b = unit_inner_stride(b_in);
   Tensor out = Tensor::empty(shape, a.dtype());
   int64_t n = out.numel();
-  bool ca = a.is_contiguous() && a.shape() == shape;
-  bool cb = b.is_contiguous() && b.shape() == shape;
+  // A contiguous operand with the result's element count broadcasts only
+  // through leading or size-1 axes: its flat layout is the result's.
+  bool ca = a.is_contiguous() && a.numel() == n;
+  bool cb = b.is_contiguous() && b.numel() == n;
   dispatch_float(a.dtype(), name, [&](auto* tp) {
     using T = std::remove_pointer_t<decltype(tp)>;
     T* o = out.data<T>();

@@ -110,6 +110,15 @@ Operand operand(const Tensor& t) {
   return {t.contiguous(), false, std::max<int64_t>(cols, 1), rows * cols};
 }
 
+// Matrix i of a batched operand alone: a new handle at its element offset
+// (the input's own handle is untouched).
+Operand batch_item(Operand o, int64_t i) {
+  o.t = o.t.detach();
+  o.t.impl()->offset += i * o.batch_stride;
+  o.batch_stride = 0;
+  return o;
+}
+
 Operand transposed(Operand o) {
   o.trans = !o.trans;
   return o;
@@ -135,6 +144,11 @@ void gemm(const Operand& a, const Operand& b, T* c, int64_t batch, int64_t M,
   g.ldb = b.ld;
   g.ldc = std::max<int64_t>(N, 1);
   g.beta = beta;
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // an empty sum: C = beta C, without asking the library
+    if (beta == 0.0) std::fill(c, c + batch * M * N, T(0));
+    return;
+  }
   const T* pa = a.t.data<T>();
   const T* pb = b.t.data<T>();
   if (batch == 1) {
@@ -174,8 +188,9 @@ MatmulDims matmul_dims(const Tensor& a, const Tensor& b) {
   KBIT_CHECK(shared || same_batch,
              "[matmul] expected b to be 2-D or to have a's batch dims, got ",
              shape_str(a.shape()), " and ", shape_str(b.shape()));
-  int64_t M = a.shape(-2), K = a.shape(-1), N = b.shape(-1);
-  return {a.numel() / std::max<int64_t>(M * K, 1), M, N, K, shared};
+  int64_t batch = 1;
+  for (int i = 0; i < a.dim() - 2; ++i) batch *= a.shape()[size_t(i)];
+  return {batch, a.shape(-2), b.shape(-1), a.shape(-1), shared};
 }
 
 // out (B, M, N) = a (B, M, K) b (B or shared, K, N).
@@ -216,17 +231,79 @@ Tensor matmul_grad_b(const Operand& a, const Tensor& g, const Shape& shape,
     gemm<T>(transposed(a), plain(g, d.batch * d.M, d.N), p, 1, d.K, d.N,
             d.batch * d.M);
   } else {
+    Operand og = plain(g, d.M, d.N);
     for (int64_t i = 0; i < d.batch; ++i) {
-      Operand ai = a;
-      ai.t = a.t.detach();
-      ai.t.impl()->offset += i * a.batch_stride;
-      Operand gi = plain(g, d.M, d.N);
-      gi.t = g.detach();
-      gi.t.impl()->offset += i * d.M * d.N;
-      gemm<T>(transposed(ai), gi, p, 1, d.K, d.N, d.M, 1.0);
+      gemm<T>(transposed(batch_item(a, i)), batch_item(og, i), p, 1, d.K, d.N,
+              d.M, 1.0);
     }
   }
   return db;
+}
+
+struct MatmulSaved {
+  Operand a, b;  // a for db, b for da
+  MatmulDims d;
+  bool need_a, need_b;
+  Shape a_shape, b_shape;
+};
+
+std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& grad) {
+  Tensor g = grad.contiguous();  // (B, M, N)
+  std::vector<Tensor> grads(2);
+  dispatch_float(g.dtype(), "matmul backward", [&](auto* tp) {
+    using T = std::remove_pointer_t<decltype(tp)>;
+    if (s.need_a) grads[0] = matmul_grad_a<T>(g, s.b, s.a_shape, s.d);
+    if (s.need_b) grads[1] = matmul_grad_b<T>(s.a, g, s.b_shape, s.d);
+  });
+  return grads;
+}
+
+// ---- linear ----
+
+void check_linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_float(x, "linear", "x");
+  check_float(weight, "linear", "weight");
+  check_same_dtype(x, weight, "linear");
+  KBIT_CHECK(
+      weight.dim() == 2 && x.dim() >= 1 && x.shape(-1) == weight.shape(1),
+      "[linear] expected x (..., in) and weight (out, in), got ",
+      shape_str(x.shape()), " and ", shape_str(weight.shape()));
+  if (!bias.defined()) return;
+  check_float(bias, "linear", "bias");
+  check_same_dtype(x, bias, "linear");
+  KBIT_CHECK(bias.dim() == 1 && bias.shape(0) == weight.shape(0),
+             "[linear] expected bias of shape (", weight.shape(0), ",), got ",
+             shape_str(bias.shape()));
+}
+
+struct LinearSaved {
+  Operand x, w;  // x (R, in) for dW, weight (out, in) for dx
+  int64_t R, in, out;
+  bool need_x, need_w, need_b;
+  Shape x_shape;
+};
+
+// dx = g W (one GEMM), dW = g^T x (one GEMM), db = column sums of g.
+std::vector<Tensor> linear_backward(const LinearSaved& s, const Tensor& grad) {
+  Tensor g = grad.contiguous();  // (R, out)
+  Operand og = plain(g, s.R, s.out);
+  std::vector<Tensor> grads(3);
+  dispatch_float(g.dtype(), "linear backward", [&](auto* tp) {
+    using T = std::remove_pointer_t<decltype(tp)>;
+    if (s.need_x) {
+      grads[0] = Tensor::empty(s.x_shape, g.dtype());
+      gemm<T>(og, s.w, grads[0].data<T>(), 1, s.R, s.in, s.out);
+    }
+    if (s.need_w) {
+      grads[1] = Tensor::empty({s.out, s.in}, g.dtype());
+      gemm<T>(transposed(og), s.x, grads[1].data<T>(), 1, s.out, s.in, s.R);
+    }
+    if (s.need_b) {
+      grads[2] = Tensor::empty({s.out}, g.dtype());
+      cpu::column_sums(g.data<T>(), grads[2].data<T>(), s.R, s.out);
+    }
+  });
+  return grads;
 }
 
 // ---- softmax ----
@@ -312,88 +389,48 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   MatmulDims d = matmul_dims(a, b);
   Shape out_shape = with_last(a.shape(), d.N);
   Tensor out = Tensor::empty(out_shape, a.dtype());
-  if (out.numel() == 0) return out;
   Operand oa = operand(a), ob = operand(b);
   dispatch_float(a.dtype(), "matmul", [&](auto* tp) {
     using T = std::remove_pointer_t<decltype(tp)>;
     matmul_forward<T>(oa, ob, out.data<T>(), d);
   });
-  bool need_a = a.requires_grad(), need_b = b.requires_grad();
-  Shape sa = a.shape(), sb = b.shape();
-  // Keep only what backward reads: b for da, a for db.
-  if (!need_a) ob.t = Tensor();
-  if (!need_b) oa.t = Tensor();
+  MatmulSaved s{oa,        ob,       d, a.requires_grad(), b.requires_grad(),
+                a.shape(), b.shape()};
+  if (!s.need_a) s.b.t = Tensor();  // keep only what backward reads
+  if (!s.need_b) s.a.t = Tensor();
   return record(out, "matmul", {a, b},
-                [oa, ob, d, need_a, need_b, sa, sb](const Tensor& grad) {
-                  Tensor g = grad.contiguous();
-                  std::vector<Tensor> grads(2);
-                  dispatch_float(g.dtype(), "matmul backward", [&](auto* tp) {
-                    using T = std::remove_pointer_t<decltype(tp)>;
-                    if (need_a) grads[0] = matmul_grad_a<T>(g, ob, sa, d);
-                    if (need_b) grads[1] = matmul_grad_b<T>(oa, g, sb, d);
-                  });
-                  return grads;
-                });
+                [s](const Tensor& grad) { return matmul_backward(s, grad); });
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  check_float(x, "linear", "x");
-  check_float(weight, "linear", "weight");
-  check_same_dtype(x, weight, "linear");
-  KBIT_CHECK(
-      weight.dim() == 2 && x.dim() >= 1 && x.shape(-1) == weight.shape(1),
-      "[linear] expected x (..., in) and weight (out, in), got ",
-      shape_str(x.shape()), " and ", shape_str(weight.shape()));
+  check_linear(x, weight, bias);
   int64_t in = weight.shape(1), out_f = weight.shape(0);
-  if (bias.defined()) {
-    check_float(bias, "linear", "bias");
-    check_same_dtype(x, bias, "linear");
-    KBIT_CHECK(bias.dim() == 1 && bias.shape(0) == out_f,
-               "[linear] expected bias of shape (", out_f, ",), got ",
-               shape_str(bias.shape()));
-  }
+  int64_t R = x.numel() / std::max<int64_t>(in, 1);
 
   // y (R, out) = x (R, in) W^T (+ b, written first and kept by beta = 1).
-  int64_t R = x.numel() / std::max<int64_t>(in, 1);
   Tensor xc = x.contiguous();
-  Operand ox = plain(xc, R, in), ow = operand(weight);
+  LinearSaved s{plain(xc, R, in),
+                operand(weight),
+                R,
+                in,
+                out_f,
+                x.requires_grad(),
+                weight.requires_grad(),
+                bias.defined() && bias.requires_grad(),
+                x.shape()};
   Tensor y = Tensor::empty(with_last(x.shape(), out_f), x.dtype());
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
   dispatch_float(x.dtype(), "linear", [&](auto* tp) {
     using T = std::remove_pointer_t<decltype(tp)>;
     if (bc.defined()) cpu::broadcast_rows(bc.data<T>(), y.data<T>(), R, out_f);
-    gemm<T>(ox, transposed(ow), y.data<T>(), 1, R, out_f, in,
+    gemm<T>(s.x, transposed(s.w), y.data<T>(), 1, R, out_f, in,
             bc.defined() ? 1.0 : 0.0);
   });
 
-  bool need_x = x.requires_grad(), need_w = weight.requires_grad();
-  bool need_b = bias.defined() && bias.requires_grad();
-  Shape sx = x.shape();
-  if (!need_x) ow.t = Tensor();  // keep only what backward reads
-  if (!need_w) ox.t = Tensor();
-  auto backward = [ox, ow, R, in, out_f, need_x, need_w, need_b,
-                   sx](const Tensor& grad) {
-    Tensor g = grad.contiguous();  // (R, out)
-    Operand og = plain(g, R, out_f);
-    std::vector<Tensor> grads(3);
-    dispatch_float(g.dtype(), "linear backward", [&](auto* tp) {
-      using T = std::remove_pointer_t<decltype(tp)>;
-      if (need_x) {  // dx (R, in) = g W
-        grads[0] = Tensor::empty(sx, g.dtype());
-        gemm<T>(og, ow, grads[0].data<T>(), 1, R, in, out_f);
-      }
-      if (need_w) {  // dW (out, in) = g^T x
-        grads[1] = Tensor::empty({out_f, in}, g.dtype());
-        gemm<T>(transposed(og), ox, grads[1].data<T>(), 1, out_f, in, R);
-      }
-      if (need_b) {  // db (out) = column sums of g
-        grads[2] = Tensor::empty({out_f}, g.dtype());
-        cpu::column_sums(g.data<T>(), grads[2].data<T>(), R, out_f);
-      }
-    });
-    return grads;
-  };
-  return record(y, "linear", {x, weight, bias}, backward);
+  if (!s.need_x) s.w.t = Tensor();  // keep only what backward reads
+  if (!s.need_w) s.x.t = Tensor();
+  return record(y, "linear", {x, weight, bias},
+                [s](const Tensor& grad) { return linear_backward(s, grad); });
 }
 
 Tensor softmax(const Tensor& a, int axis) {

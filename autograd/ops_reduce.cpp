@@ -5,6 +5,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/ops_util.h"
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/reduce.h"
 
 namespace kbit {
@@ -98,6 +99,16 @@ Tensor unreduce(const Tensor& g, const Shape& shape,
   return ops::expand(gk, shape);
 }
 
+// t *= s in place; t is a fresh contiguous buffer nothing else holds.
+Tensor scale_(Tensor t, double s) {
+  dispatch_float(t.dtype(), "mean", [&](auto* tp) {
+    using T = std::remove_pointer_t<decltype(tp)>;
+    T* p = t.data<T>();
+    cpu::unary(cpu::Unary::mul_scalar, t.numel(), p, p, s);
+  });
+  return t;
+}
+
 int64_t reduced_count(const Shape& shape, const std::vector<bool>& flags) {
   int64_t n = 1;
   for (size_t d = 0; d < shape.size(); ++d) {
@@ -122,17 +133,12 @@ Tensor mean(const Tensor& a, const std::vector<int>& axes, bool keepdim) {
   ops::check_float(a, "mean");
   std::vector<bool> flags = reduce_flags(a.dim(), axes, "mean");
   double scale = 1.0 / double(reduced_count(a.shape(), flags));
-  Tensor out;
-  {
-    NoGradGuard no_grad;
-    out = mul_scalar(sum_flags(a, flags, "mean"), scale);
-  }
+  Tensor out = scale_(sum_flags(a, flags, "mean"), scale);
   out = out.view(reduced_shape(a.shape(), flags, keepdim));
-  return record(out, "mean", {a},
-                [flags, scale, shape = a.shape()](const Tensor& g) {
-                  Tensor ga = unreduce(g, shape, flags);
-                  return std::vector<Tensor>{mul_scalar(ga, scale)};
-                });
+  return record(
+      out, "mean", {a}, [flags, scale, shape = a.shape()](const Tensor& g) {
+        return std::vector<Tensor>{scale_(unreduce(g, shape, flags), scale)};
+      });
 }
 
 Tensor sum_to(const Tensor& a, const Shape& shape) {

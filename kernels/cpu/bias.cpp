@@ -1,3 +1,4 @@
+// Bias kernels for linear layers: row broadcast and chunked column sums.
 #include "kernels/cpu/bias.h"
 
 #include <algorithm>

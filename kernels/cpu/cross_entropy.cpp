@@ -1,3 +1,5 @@
+// Cross-entropy kernels: one log-sum-exp per row forward, softmax minus
+// one-hot backward; rows go to OpenMP threads above the size threshold.
 #include "kernels/cpu/cross_entropy.h"
 
 #include <algorithm>
@@ -16,7 +18,7 @@ template <typename T>
 T log_sum_exp(const T* x, int64_t C) {
   T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < C; ++j) m = std::max(m, x[j]);
+  for (int64_t j = 0; j < C; ++j) m = m > x[j] ? m : x[j];
   T s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < C; ++j) s += exp_of(x[j] - m);

@@ -1,6 +1,9 @@
 #include "kernels/cpu/elementwise.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <vector>
 
 namespace kbit::cpu {
 namespace {
@@ -37,29 +40,52 @@ Dims coalesce(const Shape& shape, const Shape& s0, const Shape& s1) {
   return d;
 }
 
-// Element offset of row r (an index over every axis but the last).
-int64_t row_offset(int64_t r, const Shape& shape, const Shape& strides) {
-  int64_t off = 0;
-  for (size_t d = shape.size() - 1; d-- > 0;) {
-    off += (r % shape[d]) * strides[d];
-    r /= shape[d];
+// Calls row(r, offset0, offset1) for rows r0..r1 of the nest (a row is an
+// index over every axis but the last). Offsets step like an odometer; only
+// the first row's are found by division.
+template <typename F>
+void rows_range(const Dims& d, int64_t r0, int64_t r1, F& row) {
+  size_t nd = d.shape.size() - 1;  // the outer axes
+  std::vector<int64_t> idx(nd);
+  int64_t o0 = 0, o1 = 0;
+  for (size_t k = nd, r = size_t(r0); k-- > 0;) {
+    idx[k] = int64_t(r % size_t(d.shape[k]));
+    r /= size_t(d.shape[k]);
+    o0 += idx[k] * d.s[0][k];
+    o1 += idx[k] * d.s[1][k];
   }
-  return off;
+  for (int64_t r = r0; r < r1; ++r) {
+    row(r, o0, o1);
+    for (size_t k = nd; k-- > 0;) {
+      o0 += d.s[0][k];
+      o1 += d.s[1][k];
+      if (++idx[k] < d.shape[k]) break;
+      o0 -= d.s[0][k] * d.shape[k];
+      o1 -= d.s[1][k] * d.shape[k];
+      idx[k] = 0;
+    }
+  }
 }
 
-// Calls row(r, offset0, offset1) for every row of the nest.
+// Calls row(r, offset0, offset1) for every row, split into one contiguous
+// range of rows per thread when the nest is large.
+template <typename F>
+void for_rows_parallel(const Dims& d, int64_t rows, F& row) {
+#pragma omp parallel
+  {
+    int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    rows_range(d, rows * t / nt, rows * (t + 1) / nt, row);
+  }
+}
+
 template <typename F>
 void for_rows(const Dims& d, F row) {
   int64_t inner = d.shape.back();
   int64_t rows = shape_numel(d.shape) / inner;
-  auto body = [&](int64_t r) {
-    row(r, row_offset(r, d.shape, d.s[0]), row_offset(r, d.shape, d.s[1]));
-  };
   if (rows > 1 && rows * inner >= kParallelThreshold) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) body(r);
+    for_rows_parallel(d, rows, row);
   } else {
-    for (int64_t r = 0; r < rows; ++r) body(r);
+    rows_range(d, 0, rows, row);
   }
 }
 
@@ -102,15 +128,15 @@ void with_unary(Unary op, T alpha, F f) {
     case Unary::neg:
       return f([](T x) { return -x; });
     case Unary::exp:
-      return f([](T x) { return std::exp(x); });
+      return f([](T x) { return exp_op(x); });
     case Unary::log:
       return f([](T x) { return std::log(x); });
     case Unary::sqrt:
       return f([](T x) { return std::sqrt(x); });
     case Unary::tanh:
-      return f([](T x) { return std::tanh(x); });
+      return f([](T x) { return tanh_of(x); });
     case Unary::relu:
-      return f([](T x) { return x > T(0) ? x : T(0); });
+      return f([](T x) { return x < T(0) ? T(0) : x; });  // keeps nan
     case Unary::gelu:
       return f([](T x) { return gelu_value(x); });
     case Unary::add_scalar:
@@ -123,6 +149,62 @@ void with_unary(Unary op, T alpha, F f) {
       return f([alpha](T x) { return alpha / x; });
     case Unary::pow_scalar:
       return f([alpha](T x) { return std::pow(x, alpha); });
+  }
+}
+
+// Side of the square tiles of a transposing copy: 32 x 32 f32 source
+// lines (4 KiB) stay in L1 while the destination is written row by row.
+constexpr int64_t kTile = 32;
+
+// dst[r * dr + c] = src[r * sr + c * sc] for a (rows, cols) block, tile by
+// tile so the strided source reads hit cache. Tile rows split across
+// threads when `parallel`.
+template <typename T>
+void copy_tiled(int64_t rows, int64_t cols, const T* src, int64_t sr,
+                int64_t sc, T* dst, int64_t dr, bool parallel) {
+  auto tile_row = [&](int64_t t) {
+    int64_t r0 = t * kTile, r1 = std::min(rows, r0 + kTile);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      int64_t c1 = std::min(cols, c0 + kTile);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c)
+          dst[r * dr + c] = src[r * sr + c * sc];
+      }
+    }
+  };
+  int64_t tiles = (rows + kTile - 1) / kTile;
+  if (parallel) {
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) tile_row(t);
+  } else {
+    for (int64_t t = 0; t < tiles; ++t) tile_row(t);
+  }
+}
+
+// A copy whose source runs with unit stride along the second-to-last axis
+// and the destination along the last: a transpose of the last two axes,
+// done in tiles for every index of the outer axes.
+template <typename T>
+void copy_transposing(const Dims& d, const T* src, T* dst) {
+  size_t nd = d.shape.size();
+  int64_t rows = d.shape[nd - 2], cols = d.shape[nd - 1];
+  Dims outer;  // the outer axes plus a dummy inner axis of size 1
+  outer.shape.assign(d.shape.begin(), d.shape.end() - 2);
+  outer.s[0].assign(d.s[0].begin(), d.s[0].end() - 2);
+  outer.s[1].assign(d.s[1].begin(), d.s[1].end() - 2);
+  outer.shape.push_back(1);
+  outer.s[0].push_back(0);
+  outer.s[1].push_back(0);
+  int64_t count = shape_numel(outer.shape);
+  bool big = count * rows * cols >= kParallelThreshold;
+  auto block = [&](int64_t, int64_t os, int64_t od) {
+    copy_tiled(rows, cols, src + os, d.s[0][nd - 2], d.s[0][nd - 1], dst + od,
+               d.s[1][nd - 2], big && count == 1);
+  };
+  if (big && count > 1) {
+    for_rows_parallel(outer, count, block);
+  } else {
+    rows_range(outer, 0, count, block);
   }
 }
 
@@ -248,6 +330,10 @@ void copy_strided(const Shape& shape, const T* src, const Shape& src_strides,
   Dims d = coalesce(shape, src_strides, dst_strides);
   int64_t inner = d.shape.back();
   int64_t is = d.s[0].back(), id = d.s[1].back();
+  size_t nd = d.shape.size();
+  if (nd >= 2 && id == 1 && is != 1 && is != 0 && d.s[0][nd - 2] == 1) {
+    return copy_transposing(d, src, dst);
+  }
   for_rows(d, [&](int64_t, int64_t os, int64_t od) {
     const T* s = src + os;
     T* o = dst + od;

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "core/shape.h"
+#include "kernels/cpu/fast_exp.h"
 
 namespace kbit::cpu {
 
@@ -53,7 +54,7 @@ inline void gelu_parts(T x, T& s, T& one_minus_s, T& du_dx) {
   const T k = T(0.044715);
   T two_u = T(2) * c * (x + k * x * x * x);
   two_u = std::min(std::max(two_u, T(-80)), T(80));
-  T e = std::exp(-two_u);
+  T e = exp_of(-two_u);  // fast_exp in f32 (kernels/cpu/fast_exp.h)
   s = T(1) / (T(1) + e);
   one_minus_s = e * s;
   du_dx = c * (T(1) + T(3) * k * x * x);
@@ -70,6 +71,40 @@ inline T gelu_grad(T x) {
   T s, one_minus_s, du_dx;
   gelu_parts(x, s, one_minus_s, du_dx);
   return s + T(2) * x * s * one_minus_s * du_dx;
+}
+
+// exp in f32 without a libm call: fast_exp, which saturates at exp(88),
+// and above x = 80 the square of fast_exp(x / 2), which reaches the top of
+// the f32 range (exp(88.72) ~ 3.4e38) and overflows to inf past it, as
+// std::exp does. Below -87 the result is 0 (true value < 1.7e-38).
+inline float exp_op(float x) {
+  float h = fast_exp(0.5f * x);
+  float e = fast_exp(x);
+  return x > 80.0f ? h * h : e;
+}
+inline double exp_op(double x) {
+  return std::exp(x);
+}
+
+// tanh in f32 without a libm call, so loops of it vectorize: for |x| <
+// 0.25 the odd Taylor polynomial through x^9 (truncation under 1e-8
+// relative), else (1 - e) / (1 + e) with e = exp(-2 |x|), where 1 - e is
+// exact (e in [0.5, 1] near the switch) and the error is that of e, a few
+// ulps. f64 keeps std::tanh (gradient checks).
+inline float tanh_of(float x) {
+  float t = std::abs(x);
+  float x2 = x * x;
+  float p = 62.0f / 2835.0f;
+  p = p * x2 - 17.0f / 315.0f;
+  p = p * x2 + 2.0f / 15.0f;
+  p = p * x2 - 1.0f / 3.0f;
+  p = x + x * x2 * p;
+  float e = fast_exp(-2.0f * t);
+  float q = std::copysign((1.0f - e) / (1.0f + e), x);
+  return t < 0.25f ? p : q;
+}
+inline double tanh_of(double x) {
+  return std::tanh(x);
 }
 
 // out[i] = f(x[i]) for i < n.

@@ -1,3 +1,5 @@
+// Embedding kernels: row copies forward, column-blocked scatter-add
+// backward (threads own columns, so repeated indices never race).
 #include "kernels/cpu/embedding.h"
 
 #include <algorithm>

@@ -1,3 +1,6 @@
+// Layer-norm kernels: two passes per row forward (mean, then variance),
+// one fused pass per row backward with dweight/dbias partials per fixed row
+// chunk (summed in order: the same result on any thread count).
 #include "kernels/cpu/layernorm.h"
 
 #include <algorithm>

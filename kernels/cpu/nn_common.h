@@ -1,12 +1,13 @@
-// Shared by the nn kernels (softmax, layernorm, cross_entropy, embedding,
-// bias, dropout). The size threshold for OpenMP in kbit's own loops: below it a
-// loop runs on one thread, so small ops do not pay the fork-join cost.
+// Constants shared by the nn kernels (softmax, layernorm, cross_entropy,
+// embedding, bias, dropout).
 #pragma once
 
 #include <cstdint>
 
 namespace kbit::cpu {
 
+// Below this many elements a loop runs on one thread, so small ops do not
+// pay the OpenMP fork-join cost.
 constexpr int64_t kParallelMinElements = int64_t(1) << 15;
 
 // Rows of a reduction over rows are summed in at most this many fixed

@@ -37,7 +37,7 @@ inline double unary_value(cpu::Unary op, double x, double s) {
     case cpu::Unary::tanh:
       return std::tanh(x);
     case cpu::Unary::relu:
-      return x > 0 ? x : 0;
+      return x < 0 ? 0 : x;  // nan stays nan
     case cpu::Unary::gelu:
       return 0.5 * x * (1 + std::tanh(c * (x + 0.044715 * x * x * x)));
     case cpu::Unary::add_scalar:

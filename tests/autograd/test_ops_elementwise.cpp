@@ -180,6 +180,7 @@ TEST_CASE("ops: unary ops gradcheck") {
 TEST_CASE("ops: unary forward values") {
   Tensor x = Tensor::from_vector<double>({-2, -0.5, 0, 0.5, 2}, {5});
   CHECK(relu(x).to_vector<double>() == std::vector<double>{0, 0, 0, 0.5, 2});
+  CHECK(std::isnan(relu(Tensor::full({1}, NAN)).item()));  // not hidden
   CHECK(neg(x).at({0}) == 2);
   CHECK(exp(x).at({4}) == doctest::Approx(std::exp(2.0)));
   CHECK(tanh(x).at({1}) == doctest::Approx(std::tanh(-0.5)));

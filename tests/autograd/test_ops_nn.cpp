@@ -63,6 +63,14 @@ TEST_CASE("ops: nn matmul forward values") {
   CHECK(empty.shape() == Shape{0, 2});
   Tensor k0 = matmul(Tensor::ones({2, 0}), Tensor::ones({0, 3}));
   CHECK(k0.to_vector<float>() == std::vector<float>(6, 0.0f));
+  Tensor k0b = matmul(Tensor::ones({4, 2, 0}), Tensor::ones({4, 0, 3}));
+  CHECK(k0b.to_vector<float>() == std::vector<float>(24, 0.0f));
+  // No rows: b still gets its (zero) gradient.
+  Tensor w = Tensor::ones({3, 2});
+  w.set_requires_grad(true);
+  backward(matmul(Tensor::ones({0, 3}), w), Tensor::ones({0, 2}));
+  REQUIRE(w.grad().defined());
+  CHECK(w.grad().to_vector<float>() == std::vector<float>(6, 0.0f));
 }
 
 TEST_CASE("ops: nn matmul gradients") {
@@ -84,10 +92,7 @@ TEST_CASE("ops: nn matmul gradients through strided views") {
   check_gradients(tt, {leaf({4, 3}, 1), leaf({5, 4}, 2)}, "a^T b^T");
   check_gradients(tt, {leaf({2, 4, 3}, 3), leaf({2, 5, 4}, 4)},
                   "batched a^T b^T");
-  auto shared = [](const std::vector<Tensor>& in) {
-    return matmul(transposed(in[0]), transposed(in[1]));
-  };
-  check_gradients(shared, {leaf({2, 4, 3}, 5), leaf({5, 4}, 6)},
+  check_gradients(tt, {leaf({2, 4, 3}, 5), leaf({5, 4}, 6)},
                   "shared b, transposed a");
   // Batch axis inside the matrix rows: read in place at batch stride 4.
   auto interleaved = [](const std::vector<Tensor>& in) {
@@ -147,6 +152,16 @@ TEST_CASE("ops: nn softmax and log_softmax") {
   // Over axis 0 of (2, 3): each column of [[1, 2, 3], [1000, ...]].
   std::vector<float> y0 = softmax(x, 0).to_vector<float>();
   CHECK(std::abs(y0[3] - 1.0) <= kF32Tol);
+  // Masked (-inf) entries get exactly 0, on the last and a middle axis.
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor masked =
+        Tensor::from_vector<float>({0, -INFINITY, 2, -INFINITY}, {2, 2}).to(dt);
+    CHECK(values(softmax(masked)) == std::vector<double>{1, 0, 1, 0});
+    Tensor columns =
+        Tensor::from_vector<float>({0, -INFINITY, -INFINITY, 5}, {1, 2, 2})
+            .to(dt);
+    CHECK(values(softmax(columns, 1)) == std::vector<double>{1, 0, 0, 1});
+  }
 
   for (bool log : {false, true}) {
     CAPTURE(log);

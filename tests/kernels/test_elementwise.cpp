@@ -84,6 +84,7 @@ TEST_CASE("kernels: elementwise binary ops match the reference loops") {
   check_binary_shapes({1}, {17, 3}, 6);       // scalar a
   check_binary_shapes({3, 17}, {}, 7);        // 0-d scalar b
   check_binary_shapes({3, 1, 5, 1}, {1, 4, 1, 7}, 8);
+  check_binary_shapes({1, 7, 13}, {7, 13}, 13);    // flat despite the shapes
   check_binary_shapes({257, 129}, {257, 129}, 9);  // parallel paths
   check_binary_shapes({257, 129}, {129}, 10);
   check_binary_shapes({31, 1, 129}, {9, 1}, 11);
@@ -186,6 +187,22 @@ TEST_CASE("kernels: elementwise strided copies match the reference") {
   CHECK(got == want);
   CHECK(got == p.to_vector<float>());
 
+  // Large transposes take the tiled path: one matrix split across threads,
+  // and a batch of matrices split by matrix.
+  Tensor big = Tensor::randn({301, 257}, rng);
+  Tensor batch = Tensor::randn({3, 129, 131}, rng);
+  for (const Tensor& v :
+       {big.transpose_view(0, 1), batch.permute_view({0, 2, 1}),
+        batch.permute_view({2, 0, 1})}) {
+    std::vector<float> g(static_cast<size_t>(v.numel())), w(g.size());
+    Shape dst_strides = contiguous_strides(v.shape());
+    cpu::copy_strided(v.shape(), v.data<float>(), v.strides(), g.data(),
+                      dst_strides);
+    ref::copy_strided(v.shape(), v.data<float>(), v.strides(), w.data(),
+                      dst_strides);
+    CHECK_MESSAGE(g == w, "transposing copy of ", shape_str(v.shape()));
+  }
+
   // Broadcast source (stride 0) into a strided destination.
   Tensor row = Tensor::randn({9}, rng);
   Tensor dst = Tensor::zeros({9, 4});
@@ -196,4 +213,45 @@ TEST_CASE("kernels: elementwise strided copies match the reference") {
   for (int i = 0; i < 9; ++i) {
     for (int j = 0; j < 4; ++j) CHECK(dv[size_t(i * 4 + j)] == rv[size_t(i)]);
   }
+}
+
+TEST_CASE("kernels: elementwise f32 exp, tanh and gelu accuracy over grids") {
+  // A geometric grid of |x| from 1e-7 to 40, both signs, plus the switch
+  // point of tanh_of (0.25) and its neighbours.
+  std::vector<float> xs = {0.0f, 0.25f, std::nextafter(0.25f, 0.0f),
+                           std::nextafter(0.25f, 1.0f)};
+  for (double m = 1e-7; m < 40; m *= 1.01) {
+    xs.push_back(float(m));
+    xs.push_back(-float(m));
+  }
+  int64_t n = int64_t(xs.size());
+  std::vector<float> got(xs.size()), want(xs.size());
+  for (cpu::Unary op : {cpu::Unary::tanh, cpu::Unary::gelu}) {
+    cpu::unary(op, n, xs.data(), got.data());
+    ref::unary(op, n, xs.data(), want.data());
+    check_close(got, want, kMathAtol * 1e-3, kMathRtol,
+                std::string(cpu::unary_name(op)) + " grid");
+  }
+  // exp over [-87, 88.7]: relative accuracy up to the top of the f32 range.
+  std::vector<float> ex;
+  for (float v = -87.0f; v < 88.7f; v += 0.0625f) ex.push_back(v);
+  std::vector<float> eg(ex.size()), ew(ex.size());
+  cpu::unary(cpu::Unary::exp, int64_t(ex.size()), ex.data(), eg.data());
+  ref::unary(cpu::Unary::exp, int64_t(ex.size()), ex.data(), ew.data());
+  check_close(eg, ew, 0, kMathRtol, "exp grid");
+  float big[] = {88.75f, 100.0f, INFINITY, -INFINITY, NAN};
+  float eb[5];
+  cpu::unary(cpu::Unary::exp, 5, big, eb);
+  CHECK(std::isinf(eb[0]));  // past the f32 range, as std::exp
+  CHECK(std::isinf(eb[1]));
+  CHECK(std::isinf(eb[2]));
+  CHECK(eb[3] == 0.0f);
+  CHECK(std::isnan(eb[4]));
+
+  float special[] = {INFINITY, -INFINITY, NAN};
+  float out[3];
+  cpu::unary(cpu::Unary::tanh, 3, special, out);
+  CHECK(out[0] == 1.0f);
+  CHECK(out[1] == -1.0f);
+  CHECK(std::isnan(out[2]));
 }
