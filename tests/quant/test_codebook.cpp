@@ -60,19 +60,16 @@ std::vector<std::string> all_names() {
 }  // namespace
 
 TEST_CASE("quant: dynamic and udynamic equal the bitsandbytes tables") {
-  for (const char* name : {"dynamic", "udynamic"}) {
+  for (std::string name : {"dynamic", "udynamic"}) {
     CAPTURE(name);
-    std::vector<float> want = read_fixture(std::string(name) + ".txt");
+    std::vector<float> want = read_fixture(name + ".txt");
     Codebook cb = make_codebook(name);
     REQUIRE(want.size() == 256);
     REQUIRE(cb.size() == 256);
-    int64_t worst = 0;
     for (int i = 0; i < 256; ++i) {
       CAPTURE(i);
       CHECK(ulps(cb.code(i), want[size_t(i)]) <= kTableUlps);
-      worst = std::max(worst, ulps(cb.code(i), want[size_t(i)]));
     }
-    MESSAGE(name, ": worst difference ", worst, " ulp");
   }
   Codebook d = make_codebook("dynamic");
   CHECK(d.code(127) == 0.f);
