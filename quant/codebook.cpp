@@ -23,6 +23,7 @@ struct Codebook::Impl {
   std::string raw_label;
   std::vector<float> mid_thresholds, floor_thresholds;
   std::vector<uint8_t> mid_buckets, floor_buckets;
+  std::vector<uint32_t> mid_fused, floor_fused;
   cpu::CodeSearch search;
 };
 
@@ -71,9 +72,46 @@ bool bucket_range(uint32_t b, float& lo, float& hi) {
   return true;
 }
 
-// Fills the bucket table and padded thresholds of a SortedSearch.
+// The float of bucket b whose key (cpu::bucket_key) is k.
+float keyed_float(uint32_t b, uint32_t k) {
+  uint32_t first = b << cpu::kBucketShift;
+  return bits_float(first | (first & 0x80000000u ? k ^ 0xffffu : k));
+}
+
+// The least key of bucket b whose float is >= t (0x10000 if none).
+uint32_t least_key_at_or_above(uint32_t b, float t) {
+  uint32_t lo = 0, hi = 0x10000;  // answer in [lo, hi]
+  while (lo < hi) {
+    uint32_t mid = (lo + hi) / 2;
+    if (keyed_float(b, mid) >= t) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// The one-gather table, when no bucket holds more than one threshold.
+void build_fused(const std::vector<float>& thresholds,
+                 const std::vector<uint8_t>& buckets,
+                 std::vector<uint32_t>& fused) {
+  fused.assign(cpu::kNumBuckets, 0);
+  for (uint32_t b = 0; b < uint32_t(cpu::kNumBuckets); ++b) {
+    float lo, hi;
+    uint32_t key = 0x10000;
+    if (bucket_range(b, lo, hi)) {
+      auto it = std::upper_bound(thresholds.begin(), thresholds.end(), lo);
+      if (it != thresholds.end() && *it <= hi)
+        key = least_key_at_or_above(b, *it);
+    }
+    fused[b] = buckets[b] | key << 8;
+  }
+}
+
+// Fills the bucket tables and padded thresholds of a SortedSearch.
 void build_search(std::vector<float>& thresholds, std::vector<uint8_t>& buckets,
-                  cpu::SortedSearch& s) {
+                  std::vector<uint32_t>& fused, cpu::SortedSearch& s) {
   int count = int(thresholds.size());
   buckets.assign(cpu::kNumBuckets + cpu::kBucketPad, 0);
   int probes = 0;
@@ -85,10 +123,12 @@ void build_search(std::vector<float>& thresholds, std::vector<uint8_t>& buckets,
     buckets[b] = uint8_t(below - thresholds.begin());
     probes = std::max(probes, int(inside - below));
   }
+  if (probes <= 1) build_fused(thresholds, buckets, fused);
   // NaN padding: no value (not even +inf) is >= it.
   thresholds.resize(size_t(count + std::max(probes, 1)),
                     std::numeric_limits<float>::quiet_NaN());
-  s = {thresholds.data(), buckets.data(), count, probes};
+  s = {thresholds.data(), buckets.data(),
+       fused.empty() ? nullptr : fused.data(), count, probes};
 }
 
 bool parse_bits(const std::string& name, const std::string& prefix,
@@ -159,8 +199,10 @@ Codebook::Codebook(std::string name, int bits, std::vector<float> values,
   s.codes = impl->padded.data();
   s.n = int(values.size());
   s.packed = s.n <= 16;
-  build_search(impl->mid_thresholds, impl->mid_buckets, s.nearest);
-  build_search(impl->floor_thresholds, impl->floor_buckets, s.floor);
+  build_search(impl->mid_thresholds, impl->mid_buckets, impl->mid_fused,
+               s.nearest);
+  build_search(impl->floor_thresholds, impl->floor_buckets, impl->floor_fused,
+               s.floor);
   impl_ = std::move(impl);
 }
 

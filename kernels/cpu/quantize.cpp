@@ -81,13 +81,35 @@ void quantize_impl(const CodeSearch& s, const T* x, int64_t n,
   }
 }
 
+// Outputs of at least this many values are written with streaming stores.
+constexpr int64_t kStreamMin = int64_t(1) << 22;
+
 // Dequantizes x[begin, begin + len) of block j (begin even when packed).
+template <bool Stream>
 void dequantize_range(const CodeSearch& s, const uint8_t* codes, int64_t begin,
                       int64_t len, float absmax, float* out) {
   if (s.packed) {
-    dequantize_block_packed(s, codes + begin / 2, len, absmax, out + begin);
+    dequantize_block_packed<Stream>(s, codes + begin / 2, len, absmax,
+                                    out + begin);
   } else {
-    dequantize_block(s, codes + begin, len, absmax, out + begin);
+    dequantize_block<Stream>(s, codes + begin, len, absmax, out + begin);
+  }
+}
+
+template <bool Stream>
+void dequantize_tasks(const CodeSearch& s, const uint8_t* codes,
+                      const float* absmax, int64_t n, int64_t bs, float* out) {
+  // Tasks of whole blocks, or of chunks of one huge block.
+  int64_t step = std::min(bs, kChunk);
+  int64_t per_block = num_blocks(bs, step);
+  int64_t ntasks = num_blocks(n, bs) * per_block;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t t = 0; t < ntasks; ++t) {
+    int64_t j = t / per_block;
+    int64_t begin = j * bs + (t % per_block) * step;
+    int64_t end = std::min(std::min(n, (j + 1) * bs), begin + step);
+    if (begin < end)
+      dequantize_range<Stream>(s, codes, begin, end - begin, absmax[j], out);
   }
 }
 
@@ -118,18 +140,17 @@ void dequantize_blockwise(const CodeSearch& s, const uint8_t* codes,
              block_size);
   if (n <= 0) return;
   int64_t bs = std::min(block_size, n);
-  // Tasks of whole blocks, or of chunks of one huge block.
-  int64_t step = std::min(bs, kChunk);
-  int64_t per_block = num_blocks(bs, step);
-  int64_t ntasks = num_blocks(n, bs) * per_block;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t t = 0; t < ntasks; ++t) {
-    int64_t j = t / per_block;
-    int64_t begin = j * bs + (t % per_block) * step;
-    int64_t end = std::min(std::min(n, (j + 1) * bs), begin + step);
-    if (begin < end)
-      dequantize_range(s, codes, begin, end - begin, absmax[j], out);
+#if defined(__AVX2__)
+  // Streaming stores need every task's start 32-byte aligned.
+  bool aligned = reinterpret_cast<uintptr_t>(out) % 32 == 0 &&
+                 std::min(bs, kChunk) % 8 == 0;
+  if (n >= kStreamMin && aligned) {
+    dequantize_tasks<true>(s, codes, absmax, n, bs, out);
+    _mm_sfence();
+    return;
   }
+#endif
+  dequantize_tasks<false>(s, codes, absmax, n, bs, out);
 }
 
 }  // namespace kbit::cpu

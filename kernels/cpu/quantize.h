@@ -46,12 +46,26 @@ constexpr int kNumBuckets = 1 << (32 - kBucketShift);
 constexpr int kBucketPad = 4;
 
 // Counts the sorted thresholds t at or below a float, exactly.
+//
+// When no bucket holds more than one threshold (probes <= 1, true of every
+// named codebook), `fused` replaces both tables with one 32-bit entry per
+// bucket: base | key << 8, where key is the least 16-bit key of the
+// bucket's floats that is >= the threshold inside it (0x10000: none). A
+// float's key is its low 16 bits, inverted for negative floats so that keys
+// grow with the value. Then count(v) = base + (key(v) >= key).
 struct SortedSearch {
   const float* thresholds = nullptr;     // (count + probes), NaN padded
   const uint8_t* bucket_base = nullptr;  // (kNumBuckets + kBucketPad)
+  const uint32_t* fused = nullptr;       // (kNumBuckets) or null
   int count = 0;                         // number of real thresholds
   int probes = 0;                        // most thresholds in one bucket
 };
+
+// The 16-bit key of a float within its bucket (grows with the value).
+inline uint32_t bucket_key(uint32_t bits) {
+  uint32_t flip = uint32_t(int32_t(bits) >> 31) & 0xffffu;
+  return (bits ^ flip) & 0xffffu;
+}
 
 // Everything a kernel needs about one codebook (owned by quant::Codebook).
 struct CodeSearch {
@@ -85,7 +99,13 @@ inline uint32_t float_bits(float v) {
 
 // #{thresholds <= v}; NaN gives 0.
 inline int count_at_or_below(const SortedSearch& s, float v) {
-  int base = s.bucket_base[float_bits(v) >> kBucketShift];
+  uint32_t u = float_bits(v);
+  if (s.fused) {
+    uint32_t e = s.fused[u >> kBucketShift];
+    int c = int(e & 0xffu) + (bucket_key(u) >= (e >> 8));
+    return v == v ? c : 0;
+  }
+  int base = s.bucket_base[u >> kBucketShift];
   int c = base;
   for (int j = 0; j < s.probes; ++j) c += v >= s.thresholds[base + j];
   return v == v ? c : 0;
@@ -151,7 +171,21 @@ inline __m256 load8(const f16_t* x) {
 
 // #{thresholds <= v} for 8 values (int32 lanes); NaN lanes give 0.
 inline __m256i count_at_or_below8(const SortedSearch& s, __m256 v) {
-  __m256i bucket = _mm256_srli_epi32(_mm256_castps_si256(v), kBucketShift);
+  __m256i u = _mm256_castps_si256(v);
+  __m256i bucket = _mm256_srli_epi32(u, kBucketShift);
+  __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+  if (s.fused) {  // one gather: base + (key(v) >= key)
+    const __m256i low = _mm256_set1_epi32(0xffff);
+    __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(s.fused),
+                                       bucket, 4);
+    __m256i flip = _mm256_and_si256(_mm256_srai_epi32(u, 31), low);
+    __m256i key = _mm256_and_si256(_mm256_xor_si256(u, flip), low);
+    __m256i below = _mm256_cmpgt_epi32(_mm256_srli_epi32(e, 8), key);
+    __m256i c = _mm256_add_epi32(
+        _mm256_and_si256(e, _mm256_set1_epi32(0xff)),
+        _mm256_add_epi32(_mm256_set1_epi32(1), below));  // below lanes: -1
+    return _mm256_andnot_si256(_mm256_castps_si256(nan), c);
+  }
   __m256i base = _mm256_i32gather_epi32(
       reinterpret_cast<const int*>(s.bucket_base), bucket, 1);
   base = _mm256_and_si256(base, _mm256_set1_epi32(0xff));
@@ -161,7 +195,6 @@ inline __m256i count_at_or_below8(const SortedSearch& s, __m256 v) {
     __m256 ge = _mm256_cmp_ps(v, t, _CMP_GE_OQ);
     c = _mm256_sub_epi32(c, _mm256_castps_si256(ge));  // ge lanes are -1
   }
-  __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
   return _mm256_andnot_si256(_mm256_castps_si256(nan), c);
 }
 
@@ -305,7 +338,21 @@ inline void quantize_block_stochastic(const CodeSearch& s, const T* x,
   }
 }
 
+#if defined(__AVX2__)
+// Stores 8 floats; Stream: non-temporal (out 32-byte aligned), for outputs
+// far larger than the caches, so that no line is read before it is written.
+template <bool Stream>
+inline void store8(float* out, __m256 v) {
+  if constexpr (Stream) {
+    _mm256_stream_ps(out, v);
+  } else {
+    _mm256_storeu_ps(out, v);
+  }
+}
+#endif
+
 // out[i] = codes_table[codes[i]] * absmax for n one-byte codes.
+template <bool Stream = false>
 inline void dequantize_block(const CodeSearch& s, const uint8_t* codes,
                              int64_t n, float absmax, float* out) {
   int64_t i = 0;
@@ -314,13 +361,14 @@ inline void dequantize_block(const CodeSearch& s, const uint8_t* codes,
   for (; i + 8 <= n; i += 8) {
     __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i));
     __m256 c = _mm256_i32gather_ps(s.codes, _mm256_cvtepu8_epi32(b), 4);
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(c, va));
+    store8<Stream>(out + i, _mm256_mul_ps(c, va));
   }
 #endif
   for (; i < n; ++i) out[i] = s.codes[codes[i]] * absmax;
 }
 
 // The same for n packed 4-bit codes in ceil(n / 2) bytes.
+template <bool Stream = false>
 inline void dequantize_block_packed(const CodeSearch& s, const uint8_t* packed,
                                     int64_t n, float absmax, float* out) {
   int64_t i = 0;
@@ -341,7 +389,7 @@ inline void dequantize_block_packed(const CodeSearch& s, const uint8_t* packed,
     __m256 lo = _mm256_permutevar8x32_ps(tab_lo, q);
     __m256 hi = _mm256_permutevar8x32_ps(tab_hi, q);
     __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(q, 28));  // bit 3
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_blendv_ps(lo, hi, sel), va));
+    store8<Stream>(out + i, _mm256_mul_ps(_mm256_blendv_ps(lo, hi, sel), va));
   }
 #endif
   for (; i < n; ++i) {

@@ -179,3 +179,27 @@ TEST_CASE("quant: per-block primitives match the scalar search") {
   CHECK(cpu::inverse_absmax(0.f) == 0.f);
   CHECK(cpu::inverse_absmax(1e-40f) == 0.f);  // subnormal blocks: zeros
 }
+
+TEST_CASE("quant: the multi-probe search (dense codebooks) is exact too") {
+  // 200 codes packed into [0.5, 0.51] put several thresholds in one bucket,
+  // so the one-gather table is off and the probe loop runs.
+  std::vector<float> v = {-1.f, 0.f, 1.f};
+  for (int i = 0; i < 200; ++i) v.push_back(0.5f + 0.01f * float(i) / 200.f);
+  Codebook dense("dense", 8, v);
+  CHECK(dense.search().nearest.probes > 1);
+  CHECK(dense.search().nearest.fused == nullptr);
+  CHECK(quant::make_codebook("dynamic").search().nearest.fused != nullptr);
+  std::vector<float> x = test_data(5000, 17);
+  for (size_t i = 0; i < x.size(); i += 3)
+    x[i] = 0.5f + 0.0001f * float(i % 113);
+  for (int64_t bs : {32, 256, 4096}) check_same<float>(dense, x, bs);
+  cpu::Stochastic st{77, 3};
+  check_same<float>(dense, x, 64, &st);
+  for (size_t i = 0; i + 1 < v.size(); ++i) {
+    float mid =
+        float((double(dense.code(int(i))) + dense.code(int(i) + 1)) / 2);
+    for (float p : {mid, std::nextafter(mid, 2.f), std::nextafter(mid, -2.f)})
+      REQUIRE(dense.nearest(p) ==
+              ref::nearest_code(dense.codes().data(), dense.size(), p));
+  }
+}
