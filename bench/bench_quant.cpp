@@ -3,15 +3,17 @@
 //
 //   build/bench_quant [--n LOG2] [--reps R]     (default 2^26 values, 7 reps)
 //
-// Times are medians of R runs. GB/s counts the f32 side only (4 bytes per
-// value: read by quantize, written by dequantize). The bandwidth is a
-// STREAM-like triad a = b + s * c over three f32 arrays of n values,
-// counted as 12 bytes per value. The reference loops (kernels/ref/quantize.h,
-// one thread): dequantize on all n values, quantize (argmin over the whole
-// codebook, slow) on a slice of n / 64 values.
-// Targets: dequantize >= 0.6 of the triad, quantize >= 0.3, both >= 5x the
-// reference. Cost: about 3 GB of memory and 20-40 s on 2 cores.
+// Times are medians of the clean runs of R (a run is loaded when other
+// processes took this process's CPUs; the count is printed). GB/s counts the
+// f32 side only (4 bytes per value: read by quantize, written by dequantize).
+// The bandwidth is a STREAM-like triad a = b + s * c over three f32 arrays of n
+// values, counted as 12 bytes per value. The reference loops
+// (kernels/ref/quantize.h, one thread): dequantize on all n values, quantize
+// (argmin over the whole codebook, slow) on a slice of n / 64 values. Targets:
+// dequantize >= 0.6 of the triad, quantize >= 0.3, both >= 5x the reference.
+// Cost: about 3 GB of memory and 20-40 s on 2 cores.
 #include <omp.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -36,15 +38,36 @@ constexpr double kQuantTarget = 0.3;
 constexpr double kRefSpeedup = 5.0;
 constexpr int64_t kRefSlice = 64;  // the reference runs on n / 64 values
 
-double median_seconds(int reps, const std::function<void()>& f) {
-  std::vector<double> t;
+// Process CPU seconds (all threads).
+double cpu_seconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// A sample is clean when this process had its threads' CPUs for at least
+// kCleanShare of the wall time (other processes share the machine).
+constexpr double kCleanShare = 0.8;
+int g_loaded_samples = 0, g_samples = 0;
+
+// Median wall seconds of the clean samples of f (of all, when none is
+// clean). `threads`: how many threads f keeps busy.
+double median_seconds(int reps, int threads, const std::function<void()>& f) {
+  std::vector<double> clean, all;
   f();  // warm up: page faults, caches
   for (int r = 0; r < reps; ++r) {
+    double c0 = cpu_seconds();
     auto t0 = std::chrono::steady_clock::now();
     f();
     auto t1 = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double>(t1 - t0).count());
+    double wall = std::chrono::duration<double>(t1 - t0).count();
+    double share = (cpu_seconds() - c0) / (wall * threads);
+    all.push_back(wall);
+    if (share >= kCleanShare) clean.push_back(wall);
   }
+  g_samples += reps;
+  g_loaded_samples += reps - int(clean.size());
+  std::vector<double>& t = clean.empty() ? all : clean;
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
@@ -61,7 +84,7 @@ double triad_gbs(int64_t n, int reps) {
   std::vector<float> a = parallel_array(n, 0.f), b = parallel_array(n, 1.f),
                      c = parallel_array(n, 2.f);
   const float s = 3.f;
-  double t = median_seconds(reps, [&] {
+  double t = median_seconds(reps, omp_get_max_threads(), [&] {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
   });
@@ -119,21 +142,22 @@ int main(int argc, char** argv) {
     quant::Codebook cb = quant::make_codebook(name);
     const cpu::CodeSearch& s = cb.search();
     std::vector<uint8_t> codes(size_t(cpu::code_bytes(n, cb.packed())));
-    double tq = median_seconds(reps, [&] {
+    int threads = omp_get_max_threads();
+    double tq = median_seconds(reps, threads, [&] {
       cpu::quantize_blockwise(s, x.data(), n, kBlock, absmax.data(),
                               codes.data());
     });
-    double td = median_seconds(reps, [&] {
+    double td = median_seconds(reps, threads, [&] {
       cpu::dequantize_blockwise(s, codes.data(), absmax.data(), n, kBlock,
                                 out.data());
     });
     int64_t m = n / kRefSlice;
     const std::vector<float>& c = cb.codes();
-    double rq = median_seconds(1, [&] {
+    double rq = median_seconds(1, 1, [&] {
       ref::quantize_blockwise(c.data(), cb.size(), x.data(), m, kBlock,
                               absmax.data(), codes.data());
     });
-    double rd = median_seconds(1, [&] {
+    double rd = median_seconds(3, 1, [&] {
       ref::dequantize_blockwise(c.data(), cb.size(), codes.data(),
                                 absmax.data(), n, kBlock, out.data());
     });
@@ -156,6 +180,11 @@ int main(int argc, char** argv) {
                  kRefSpeedup, "x ref");
     std::printf("\n");
   }
+  std::printf(
+      "%d of %d samples were loaded (this process had < %.0f%% of "
+      "its CPUs)%s\n",
+      g_loaded_samples, g_samples, 100 * kCleanShare,
+      g_loaded_samples ? "; rerun on a quiet machine" : "");
   std::printf("%s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -171,10 +172,12 @@ inline __m256 load8(const f16_t* x) {
 
 // #{thresholds <= v} for 8 values (int32 lanes); NaN lanes give 0.
 inline __m256i count_at_or_below8(const SortedSearch& s, __m256 v) {
-  __m256i u = _mm256_castps_si256(v);
-  __m256i bucket = _mm256_srli_epi32(u, kBucketShift);
-  __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
   if (s.fused) {  // one gather: base + (key(v) >= key)
+    // NaN lanes become -inf (max_ps returns its second operand for a NaN
+    // first one), whose count is 0.
+    v = _mm256_max_ps(v, _mm256_set1_ps(-INFINITY));
+    __m256i u = _mm256_castps_si256(v);
+    __m256i bucket = _mm256_srli_epi32(u, kBucketShift);
     const __m256i low = _mm256_set1_epi32(0xffff);
     __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(s.fused),
                                        bucket, 4);
@@ -184,8 +187,11 @@ inline __m256i count_at_or_below8(const SortedSearch& s, __m256 v) {
     __m256i c = _mm256_add_epi32(
         _mm256_and_si256(e, _mm256_set1_epi32(0xff)),
         _mm256_add_epi32(_mm256_set1_epi32(1), below));  // below lanes: -1
-    return _mm256_andnot_si256(_mm256_castps_si256(nan), c);
+    return c;
   }
+  __m256i u = _mm256_castps_si256(v);
+  __m256i bucket = _mm256_srli_epi32(u, kBucketShift);
+  __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
   __m256i base = _mm256_i32gather_epi32(
       reinterpret_cast<const int*>(s.bucket_base), bucket, 1);
   base = _mm256_and_si256(base, _mm256_set1_epi32(0xff));
@@ -250,6 +256,26 @@ inline float hmax8(__m256 m) {
   return _mm_cvtss_f32(r);
 }
 
+// 32 nearest codes of x[0, 32) * inv as 32 bytes, in order.
+template <typename T>
+inline __m256i nearest_codes32(const CodeSearch& s, const T* x, __m256 inv) {
+  __m256i c0 = nearest_code8(s, _mm256_mul_ps(load8(x), inv));
+  __m256i c1 = nearest_code8(s, _mm256_mul_ps(load8(x + 8), inv));
+  __m256i c2 = nearest_code8(s, _mm256_mul_ps(load8(x + 16), inv));
+  __m256i c3 = nearest_code8(s, _mm256_mul_ps(load8(x + 24), inv));
+  __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(c0, c1),
+                                  _mm256_packs_epi32(c2, c3));
+  return _mm256_permutevar8x32_epi32(b,
+                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// 32 code bytes (< 16) packed into 16 bytes, even index in the high nibble.
+inline __m128i pack_nibbles32(__m256i b) {
+  __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0110));  // 16a + b
+  __m256i p = _mm256_packus_epi16(m, m);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08));
+}
+
 #endif  // __AVX2__
 
 // ---- per-block primitives ----
@@ -279,6 +305,10 @@ inline void quantize_block(const CodeSearch& s, const T* x, int64_t n,
   int64_t i = 0;
 #if defined(__AVX2__)
   const __m256 vinv = _mm256_set1_ps(inv);
+  for (; i + 32 <= n; i += 32) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i),
+                        nearest_codes32(s, x + i, vinv));
+  }
   for (; i + 8 <= n; i += 8) {
     __m256i c = nearest_code8(s, _mm256_mul_ps(load8(x + i), vinv));
     uint64_t b = low_bytes8(c);
@@ -296,6 +326,10 @@ inline void quantize_block_packed(const CodeSearch& s, const T* x, int64_t n,
   int64_t i = 0;
 #if defined(__AVX2__)
   const __m256 vinv = _mm256_set1_ps(inv);
+  for (; i + 32 <= n; i += 32) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(packed + i / 2),
+                     pack_nibbles32(nearest_codes32(s, x + i, vinv)));
+  }
   for (; i + 8 <= n; i += 8) {
     uint32_t b =
         pack_nibbles8(nearest_code8(s, _mm256_mul_ps(load8(x + i), vinv)));
