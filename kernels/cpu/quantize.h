@@ -83,6 +83,28 @@ struct Stochastic {
   uint64_t offset = 0;  // word of the Philox stream used by element 0
 };
 
+// The layout of one block of codes: BlockSize values, stored as one byte
+// each (Bits > 4) or two per byte (Bits <= 4), with one f32 absmax kept in
+// a separate array (structure of arrays, so code streams stay contiguous).
+template <int64_t BlockSize, int Bits>
+struct BlockLayout {
+  static_assert(BlockSize >= 32 && BlockSize <= 4096 &&
+                    (BlockSize & (BlockSize - 1)) == 0,
+                "block sizes are powers of two in 32..4096");
+  static_assert(Bits >= 2 && Bits <= 8, "codes have 2..8 bits");
+  static constexpr int64_t block_size = BlockSize;
+  static constexpr int bits = Bits;
+  static constexpr int64_t code_bytes = Bits <= 4 ? BlockSize / 2 : BlockSize;
+  static constexpr int64_t absmax_bytes = 4;
+};
+// bitsandbytes' 8-bit optimizer states (256 codes per absmax) and the
+// 4-bit default of quantize_4bit (64 per absmax).
+using Block8x256 = BlockLayout<256, 8>;
+using Block4x64 = BlockLayout<64, 4>;
+static_assert(Block8x256::code_bytes + Block8x256::absmax_bytes == 260,
+              "2.03 bytes per value for two 8-bit states");
+static_assert(Block4x64::code_bytes == 32, "two 4-bit codes per byte");
+
 inline int64_t num_blocks(int64_t n, int64_t block_size) {
   return (n + block_size - 1) / block_size;
 }
