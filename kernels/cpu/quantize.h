@@ -18,8 +18,8 @@
 // value and at most `probes` thresholds lie inside any bucket, so
 //   code(v) = bucket_base[b] + #{j < probes : v >= t[bucket_base[b] + j]},
 // which is exact (the table only saves the first comparisons). NaN takes
-// code 0; NaNs are skipped by absmax. The reference argmin in
-// kernels/ref/quantize.h gives the same codes.
+// code 0 (+inf the last code, -inf the first); NaNs are skipped by absmax.
+// The reference argmin in kernels/ref/quantize.h gives the same codes.
 //
 // Stochastic rounding: v between codes c[lo] <= v < c[lo + 1] takes
 // lo + 1 with probability p = (v - c[lo]) / (c[lo + 1] - c[lo]): the code
