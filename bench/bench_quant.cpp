@@ -1,7 +1,8 @@
 // bench_quant: blockwise quantize / dequantize throughput against this
 // machine's memory bandwidth, measured in the same run.
 //
-//   build/bench_quant [--n LOG2] [--reps R]     (default 2^26 values, 7 reps)
+//   build/bench_quant [--n LOG2] [--reps R] [--block B]
+//   (defaults: 2^26 values, 7 reps, block 256)
 //
 // Times are medians of the clean runs of R (a run is loaded when other
 // processes took this process's CPUs; the count is printed). GB/s counts the
@@ -32,7 +33,7 @@ using namespace kbit;
 
 namespace {
 
-constexpr int64_t kBlock = 256;
+int64_t g_block = 256;                  // --block (a runtime value)
 constexpr double kDequantTarget = 0.6;  // fraction of the triad
 constexpr double kQuantTarget = 0.3;
 constexpr double kRefSpeedup = 5.0;
@@ -91,10 +92,67 @@ double triad_gbs(int64_t n, int reps) {
   return 12.0 * double(n) / t / 1e9;
 }
 
-struct Row {
-  std::string what;
-  double gbs;
-};
+// This thread's CPU nanoseconds per value of f over m values, the median
+// of reps; not slowed by other processes taking the CPU (cache effects
+// aside), so it still compares kernels when the machine is loaded.
+double cpu_ns_per_value(int reps, int64_t m, const std::function<void()>& f) {
+  std::vector<double> t;
+  f();
+  for (int r = 0; r < reps; ++r) {
+    timespec a, b;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+    f();
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+    t.push_back(double(b.tv_sec - a.tv_sec) * 1e9 +
+                double(b.tv_nsec - a.tv_nsec));
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2] / double(m);
+}
+
+// One thread, an L2-resident slice: CPU ns per value, fast and reference.
+void report_cpu_time(const quant::Codebook& cb, const float* x) {
+  constexpr int64_t m = 1 << 14;
+  const cpu::CodeSearch& s = cb.search();
+  const std::vector<float>& c = cb.codes();
+  std::vector<uint8_t> codes(m);
+  std::vector<float> absmax(m / g_block), out(m);
+  auto quant = [&](int64_t b) {
+    float inv = cpu::inverse_absmax(absmax[b / g_block] =
+                                        cpu::block_absmax(x + b, g_block));
+    if (s.packed) {
+      cpu::quantize_block_packed(s, x + b, g_block, inv, codes.data() + b / 2);
+    } else {
+      cpu::quantize_block(s, x + b, g_block, inv, codes.data() + b);
+    }
+  };
+  double fq = cpu_ns_per_value(21, m, [&] {
+    for (int64_t b = 0; b < m; b += g_block) quant(b);
+  });
+  double fd = cpu_ns_per_value(21, m, [&] {
+    for (int64_t b = 0; b < m; b += g_block) {
+      if (s.packed) {
+        cpu::dequantize_block_packed(s, codes.data() + b / 2, g_block,
+                                     absmax[b / g_block], out.data() + b);
+      } else {
+        cpu::dequantize_block(s, codes.data() + b, g_block, absmax[b / g_block],
+                              out.data() + b);
+      }
+    }
+  });
+  double rq = cpu_ns_per_value(3, m, [&] {
+    ref::quantize_blockwise(c.data(), cb.size(), x, m, g_block, absmax.data(),
+                            codes.data());
+  });
+  double rd = cpu_ns_per_value(21, m, [&] {
+    ref::dequantize_blockwise(c.data(), cb.size(), codes.data(), absmax.data(),
+                              m, g_block, out.data());
+  });
+  std::printf(
+      "%s, one thread, CPU ns/value in cache: quantize %.3f (ref "
+      "%.1f, %.0fx), dequantize %.3f (ref %.3f, %.1fx)\n",
+      cb.name().c_str(), fq, rq, rq / fq, fd, rd, rd / fd);
+}
 
 bool report(const char* what, double value, double target, const char* unit) {
   bool ok = value >= target;
@@ -111,16 +169,21 @@ int main(int argc, char** argv) {
     std::string k = argv[i];
     if (k == "--n") log2n = std::atoi(argv[i + 1]);
     if (k == "--reps") reps = std::atoi(argv[i + 1]);
+    if (k == "--block") g_block = std::atoll(argv[i + 1]);
   }
-  if (log2n < 16 || log2n > 30 || reps < 1) {
-    std::fprintf(stderr, "bench_quant: expected --n 16..30 and --reps >= 1\n");
+  bool pow2 =
+      g_block >= 32 && g_block <= 4096 && (g_block & (g_block - 1)) == 0;
+  if (log2n < 16 || log2n > 30 || reps < 1 || !pow2) {
+    std::fprintf(stderr,
+                 "bench_quant: expected --n 16..30, --reps >= 1 and --block "
+                 "32, 64, ..., 4096\n");
     return 2;
   }
   int64_t n = int64_t(1) << log2n;
   std::printf("command:");
   for (int i = 0; i < argc; ++i) std::printf(" %s", argv[i]);
   std::printf("\nn = 2^%d f32 values, block %lld, %d threads, median of %d\n",
-              log2n, (long long)kBlock, omp_get_max_threads(), reps);
+              log2n, (long long)g_block, omp_get_max_threads(), reps);
   double load[1] = {0};
   if (getloadavg(load, 1) == 1)
     std::printf(
@@ -136,7 +199,7 @@ int main(int argc, char** argv) {
   Philox rng(1);
   rng.fill_normal(x.data(), n);
   std::vector<float> out = parallel_array(n, 0.f);
-  std::vector<float> absmax(size_t(cpu::num_blocks(n, kBlock)));
+  std::vector<float> absmax(size_t(cpu::num_blocks(n, g_block)));
   bool ok = true;
   for (const char* name : {"dynamic", "nf4"}) {
     quant::Codebook cb = quant::make_codebook(name);
@@ -144,22 +207,22 @@ int main(int argc, char** argv) {
     std::vector<uint8_t> codes(size_t(cpu::code_bytes(n, cb.packed())));
     int threads = omp_get_max_threads();
     double tq = median_seconds(reps, threads, [&] {
-      cpu::quantize_blockwise(s, x.data(), n, kBlock, absmax.data(),
+      cpu::quantize_blockwise(s, x.data(), n, g_block, absmax.data(),
                               codes.data());
     });
     double td = median_seconds(reps, threads, [&] {
-      cpu::dequantize_blockwise(s, codes.data(), absmax.data(), n, kBlock,
+      cpu::dequantize_blockwise(s, codes.data(), absmax.data(), n, g_block,
                                 out.data());
     });
     int64_t m = n / kRefSlice;
     const std::vector<float>& c = cb.codes();
     double rq = median_seconds(1, 1, [&] {
-      ref::quantize_blockwise(c.data(), cb.size(), x.data(), m, kBlock,
+      ref::quantize_blockwise(c.data(), cb.size(), x.data(), m, g_block,
                               absmax.data(), codes.data());
     });
     double rd = median_seconds(3, 1, [&] {
       ref::dequantize_blockwise(c.data(), cb.size(), codes.data(),
-                                absmax.data(), n, kBlock, out.data());
+                                absmax.data(), n, g_block, out.data());
     });
     double q_gbs = 4.0 * double(n) / tq / 1e9;
     double d_gbs = 4.0 * double(n) / td / 1e9;
@@ -169,6 +232,7 @@ int main(int argc, char** argv) {
         "%s: quantize %.2f GB/s (%.1f ms), dequantize %.2f GB/s "
         "(%.1f ms); reference %.3f / %.3f GB/s\n",
         name, q_gbs, tq * 1e3, d_gbs, td * 1e3, rq_gbs, rd_gbs);
+    report_cpu_time(cb, x.data());
     std::string p = std::string(name) + " ";
     ok &= report((p + "quantize / triad").c_str(), q_gbs / triad, kQuantTarget,
                  "x triad");
