@@ -1,31 +1,34 @@
 // CPU GEMM: f32 through oneDNN's dnnl_sgemm, f64 through the OpenMP build of
 // OpenBLAS. Both run on libgomp, the one thread pool kbit's loops use.
 //
-// Why oneDNN for f32, called directly (measured 2026-12-04 00:05-00:30 UTC,
-// OMP_NUM_THREADS=2, a throwaway probe alternating the libraries in one
-// process; GFLOP/s = 2MNK/t, medians of samples taken while other processes
-// used < 0.15 cores):
+// Why oneDNN for f32, called directly. Measured 2026-12-04 00:04-00:20 UTC
+// with OMP_NUM_THREADS=2 by a throwaway probe that alternates the libraries
+// in one process; GFLOP/s = 2MNK/t, medians of the samples taken while
+// other processes used < 0.15 cores. The first column is from a run with
+// OpenBLAS as it loads, the others from runs with OPENBLAS_CORETYPE set:
 //
-//   MxNxK (op)        OpenBLAS   OpenBLAS     dnnl_sgemm  oneDNN matmul
-//                     (detected) (Cooperlake)             (plain)
-//   1024^3              23        209           243         236
-//   2048^3              22        214           228         210
-//   4096x768x768        46        189           232         184
-//   4096x3072x768       40        PROBE_4096x3072
-//   2048x768x256 NT     29        PROBE_qkv
-//   2048x256x1024 NT    34        PROBE_proj
-//   768x256x2048 TN     36        PROBE_dw
+//   MxNxK (op)         OpenBLAS   OpenBLAS      dnnl_sgemm  oneDNN matmul
+//                      (Prescott) (Cooperlake)              (plain)
+//   1024^3               23         209           243          236
+//   2048^3               22         214           228          210
+//   4096x768x768         46         189           232          184
+//   4096x3072x768        40         219           261           95
+//   2048x768x256 NT      29         253           300          284
+//   2048x1024x256 NT     44         170           247          226
+//   2048x256x1024 NT     34         186           195          232
+//   768x256x2048 TN      36         193           205          202
 //
 // - OpenBLAS 0.3.21 does not know this machine's CPU (Xeon family 6 model
 //   207, AVX-512) and falls back to its "Prescott" SSE3 kernels: 20-50
-//   GFLOP/s. Only OPENBLAS_CORETYPE=Cooperlake in the environment, read when
-//   the library loads, gets its AVX-512 kernels, and even then dnnl_sgemm is
-//   as fast or faster on every shape above. oneDNN picks its kernels from
-//   CPUID itself; on the AVX2 machine of reference/perf-baselines.md it tied
-//   OpenBLAS (122-131 GFLOP/s for both).
+//   GFLOP/s. Only OPENBLAS_CORETYPE=Cooperlake (or SkylakeX) in the
+//   environment, read when the library loads, gets its AVX-512 kernels,
+//   and even then dnnl_sgemm is as fast or faster on every shape above.
+//   oneDNN picks its kernels from CPUID itself; on the AVX2 machine of
+//   reference/perf-baselines.md it tied OpenBLAS (122-131 GFLOP/s both).
 // - dnnl_sgemm takes row-major arguments with leading dimensions exactly like
 //   GemmArgs, needs no primitive set-up per shape (the matmul primitive needs
-//   a descriptor per shape and was no faster), and runs on libgomp.
+//   a descriptor per shape and was not faster overall: ahead on one shape,
+//   far behind on 4096x3072x768), and runs on libgomp.
 // - Eigen stays the matrix API for kbit's own loops; for a product of raw
 //   strided pointers an Eigen::Map with EIGEN_USE_BLAS would only forward to
 //   sgemm_, i.e. to the slow OpenBLAS, and Eigen's own product reaches about
@@ -139,7 +142,12 @@ void one(const GemmArgs& g, const T* A, const T* B, T* C) {
 
 // Many small matrices: one per thread at a time, each GEMM single-threaded
 // (a multi-threaded 128x32x128 GEMM spends more on the fork than on the
-// math). Large ones: the library threads each GEMM.
+// math). Large ones: the library threads each GEMM. Measured on batch 128
+// of the attention shapes (bench_gemm and a probe, 2026-12-04, 2 threads):
+// 1.5x a loop of threaded GEMMs on a quiet machine (152 against 102 GFLOP/s
+// for 128x128x32 NT) and 2.5-4x with other processes on one core. oneDNN's
+// batched matmul primitive was 10-20% ahead in a few clean samples; it needs
+// a descriptor per shape (TODO if attention GEMMs dominate a profile).
 template <typename T>
 void batched(const GemmArgs& g, int64_t batch, const T* A, int64_t sa,
              const T* B, int64_t sb, T* C, int64_t sc) {
