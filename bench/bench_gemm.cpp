@@ -263,40 +263,43 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// The median GFLOP/s of the clean repetitions (other processes below
-// kQuietCores); of all of them when fewer than two were clean.
-struct Summary {
-  double gflops = 0;
-  int clean = 0, total = 0;
+// One row of a table: the benchmarks it compares, by name. It uses the
+// medians of the clean repetitions (other processes below kQuietCores) when
+// every benchmark of the row has at least two, else the medians of all
+// repetitions, so that a row always compares like with like.
+struct Row {
+  std::vector<std::string> names;
+  int fewest_clean = 0, total = 0;
+  bool clean_only = false;
+
+  explicit Row(std::vector<std::string> n) : names(std::move(n)) {
+    fewest_clean = 1 << 30;
+    for (const std::string& name : names) {
+      const Samples& s = g_samples[name];
+      int clean = 0;
+      for (double c : s.other_cores) clean += c < kQuietCores;
+      fewest_clean = std::min(fewest_clean, clean);
+      total = std::max(total, int(s.gflops.size()));
+    }
+    clean_only = fewest_clean >= 2;
+  }
+
+  double median_of(size_t i) const {
+    const Samples& s = g_samples[names[i]];
+    std::vector<double> v;
+    for (size_t j = 0; j < s.gflops.size(); ++j) {
+      if (!clean_only || s.other_cores[j] < kQuietCores) {
+        v.push_back(s.gflops[j]);
+      }
+    }
+    return median(v);
+  }
+
+  std::string clean_note() const {
+    return std::to_string(fewest_clean) + "/" + std::to_string(total) +
+           (clean_only ? " clean" : " all");
+  }
 };
-
-Summary summary_of(const std::string& name) {
-  auto it = g_samples.find(name);
-  if (it == g_samples.end()) return {};
-  const Samples& s = it->second;
-  std::vector<double> clean;
-  for (size_t i = 0; i < s.gflops.size(); ++i) {
-    if (s.other_cores[i] < kQuietCores) clean.push_back(s.gflops[i]);
-  }
-  const int total = int(s.gflops.size());
-  return {median(clean.size() >= 2 ? clean : s.gflops), int(clean.size()),
-          total};
-}
-
-double median_of(const std::string& name) {
-  return summary_of(name).gflops;
-}
-
-// "clean/total" repetitions, the smallest over the names with this prefix.
-std::string clean_counts(const std::string& prefix) {
-  int clean = 1 << 30, total = 0;
-  for (auto& [name, s] : g_samples) {
-    if (name.rfind(prefix, 0) != 0) continue;
-    Summary m = summary_of(name);
-    if (m.clean < clean) clean = m.clean, total = m.total;
-  }
-  return std::to_string(clean) + "/" + std::to_string(total);
-}
 
 int print_gemm_table(const std::vector<Shape>& shapes) {
   int failed = 0;
@@ -304,22 +307,22 @@ int print_gemm_table(const std::vector<Shape>& shapes) {
               "OpenBLAS", "oneDNN", "Eigen", "ratio", "result", "clean");
   for (const Shape& s : shapes) {
     const std::string p = "gemm/" + s.name() + "/";
-    const double kbit = median_of(p + "kbit");
-    const double blas = median_of(p + "openblas");
-    const double dnnl = median_of(p + "onednn");
+    const Row row({p + "kbit", p + "openblas", p + "onednn", p + "eigen"});
+    const double kbit = row.median_of(0), blas = row.median_of(1),
+                 dnnl = row.median_of(2);
     const double best = std::max(blas, dnnl);
     if (kbit == 0 || best == 0) continue;  // filtered out
     const double ratio = kbit / best;
     const bool pass = ratio >= kPassRatio;
     failed += !pass;
     std::printf("%-16s %8.1f %9.1f %8.1f %7.1f %6.2f %8s  %s\n",
-                s.name().c_str(), kbit, blas, dnnl, median_of(p + "eigen"),
-                ratio, pass ? "PASS" : "FAIL", clean_counts(p).c_str());
+                s.name().c_str(), kbit, blas, dnnl, row.median_of(3), ratio,
+                pass ? "PASS" : "FAIL", row.clean_note().c_str());
   }
   std::printf(
       "(GFLOP/s, medians of the clean repetitions, where other "
-      "processes used < %.2f cores, or of all when fewer than 2 were "
-      "clean; clean = the fewest clean repetitions of the row; "
+      "processes used < %.2f cores, when each benchmark of the row has "
+      "2 or more (\"clean\"), else of all repetitions (\"all\"); "
       "ratio = kbit / best of OpenBLAS and oneDNN, PASS at >= %.2f)\n",
       kQuietCores, kPassRatio);
   return failed;
@@ -330,13 +333,12 @@ void print_batched_table(const std::vector<std::pair<Shape, int64_t>>& cases) {
               "loop", "omp loop", "ratio", "clean");
   for (auto& [s, batch] : cases) {
     const std::string p = "batched/b" + std::to_string(batch) + "/" + s.name();
-    const double kbit = median_of(p + "/kbit");
-    const double loop = median_of(p + "/loop");
+    const Row row({p + "/kbit", p + "/loop", p + "/omp_loop"});
+    const double kbit = row.median_of(0), loop = row.median_of(1);
     if (kbit == 0 || loop == 0) continue;
     std::printf("%-22s %8.1f %8.1f %9.1f %6.2f  %s\n",
                 (std::to_string(batch) + " x " + s.name()).c_str(), kbit, loop,
-                median_of(p + "/omp_loop"), kbit / loop,
-                clean_counts(p).c_str());
+                row.median_of(2), kbit / loop, row.clean_note().c_str());
   }
   std::printf(
       "(GFLOP/s, medians; loop = one threaded kbit::cpu::gemm per "
