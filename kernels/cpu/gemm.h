@@ -30,4 +30,19 @@ void gemm_batched(const GemmArgs& g, int64_t batch, const double* A,
                   int64_t stride_a, const double* B, int64_t stride_b,
                   double* C, int64_t stride_c);
 
+// What backs the GEMMs, for tests and benchmark reports.
+struct GemmBackend {
+  const char* f32;        // "oneDNN dnnl_sgemm"
+  const char* f64;        // "OpenBLAS cblas_dgemm"
+  int blas_parallel;      // openblas_get_parallel(): 2 = the OpenMP build
+  const char* blas_core;  // openblas_get_corename(): the kernels it chose
+};
+GemmBackend gemm_backend();
+
+// gemm_batched runs the batch in parallel (one single-threaded GEMM per
+// thread) when each matrix has at most this many M * N * K multiply-adds
+// and the batch has at least one matrix per thread; otherwise it runs one
+// multi-threaded GEMM after the other.
+inline constexpr int64_t kBatchParallelMaxMNK = int64_t(1) << 24;
+
 }  // namespace kbit::cpu
