@@ -1,7 +1,9 @@
 // Differentiable ops. Each computes its result on the CPU (f32 and f64),
 // and, when an input requires a gradient, records a backward function
 // (autograd/node.h). Inputs of any layout are accepted; results are
-// contiguous. Errors name the op and the shapes or dtypes it got.
+// contiguous, except reshape, transpose, permute and slice, which return
+// views sharing the input's storage. Errors name the op and the shapes or
+// dtypes it got.
 #pragma once
 
 #include <vector>

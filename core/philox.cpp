@@ -1,5 +1,6 @@
 #include "core/philox.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace kbit {
@@ -15,6 +16,14 @@ inline void mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
   uint64_t p = uint64_t(a) * b;
   hi = uint32_t(p >> 32);
   lo = uint32_t(p);
+}
+
+// Box-Muller from two words: one N(0, 1) value.
+inline float normal_from(uint32_t a, uint32_t b) {
+  float u1 = uint_to_unit_float(a);
+  float u2 = uint_to_unit_float(b);
+  float r = std::sqrt(-2.0f * std::log(1.0f - u1));  // 1-u1 in (0, 1]
+  return r * std::cos(6.2831853071795864f * u2);
 }
 
 }  // namespace
@@ -47,26 +56,73 @@ float Philox::next_uniform() {
 }
 
 float Philox::next_normal() {
-  float u1 = next_uniform();
-  float u2 = next_uniform();
-  float r = std::sqrt(-2.0f * std::log(1.0f - u1));  // 1-u1 in (0, 1]
-  return r * std::cos(6.2831853071795864f * u2);
+  uint32_t a = next_u32();
+  return normal_from(a, next_u32());
 }
 
+void Philox::fill_words(uint32_t* out, int64_t n) {
+  // One Philox evaluation serves four consecutive words.
+  std::array<uint32_t, 2> key = {uint32_t(seed_), uint32_t(seed_ >> 32)};
+  int64_t i = 0;
+  while (i < n) {
+    uint64_t pos = offset_ + uint64_t(i);
+    uint64_t block = pos / 4;
+    PhiloxBlock w =
+        philox4x32({uint32_t(block), uint32_t(block >> 32), 0, 0}, key);
+    for (uint64_t j = pos % 4; j < 4 && i < n; ++j) out[i++] = w[j];
+  }
+  offset_ += uint64_t(n);
+}
+
+namespace {
+
+// Calls f(words, first, count) over the next n words of rng, in chunks.
+template <typename F>
+void for_word_chunks(Philox& rng, int64_t n, F&& f) {
+  constexpr int64_t kChunk = 1024;
+  uint32_t words[kChunk];
+  for (int64_t done = 0; done < n; done += kChunk) {
+    int64_t m = std::min(kChunk, n - done);
+    rng.fill_words(words, m);
+    f(words, done, m);
+  }
+}
+
+template <typename T>
+void fill_uniform_impl(Philox& rng, T* out, int64_t n, T lo, T hi) {
+  for_word_chunks(rng, n, [&](const uint32_t* w, int64_t at, int64_t m) {
+    for (int64_t i = 0; i < m; ++i) {
+      out[at + i] = lo + (hi - lo) * T(uint_to_unit_float(w[i]));
+    }
+  });
+}
+
+// Each normal value takes two consecutive words, as next_normal() does.
+template <typename T>
+void fill_normal_impl(Philox& rng, T* out, int64_t n, T mean, T std) {
+  for_word_chunks(rng, 2 * n, [&](const uint32_t* w, int64_t at, int64_t m) {
+    for (int64_t i = 0; i < m; i += 2) {
+      out[(at + i) / 2] = mean + std * T(normal_from(w[i], w[i + 1]));
+    }
+  });
+}
+
+}  // namespace
+
 void Philox::fill_uniform(float* out, int64_t n, float lo, float hi) {
-  for (int64_t i = 0; i < n; ++i) out[i] = lo + (hi - lo) * next_uniform();
+  fill_uniform_impl(*this, out, n, lo, hi);
 }
 
 void Philox::fill_normal(float* out, int64_t n, float mean, float std) {
-  for (int64_t i = 0; i < n; ++i) out[i] = mean + std * next_normal();
+  fill_normal_impl(*this, out, n, mean, std);
 }
 
 void Philox::fill_uniform(double* out, int64_t n, double lo, double hi) {
-  for (int64_t i = 0; i < n; ++i) out[i] = lo + (hi - lo) * next_uniform();
+  fill_uniform_impl(*this, out, n, lo, hi);
 }
 
 void Philox::fill_normal(double* out, int64_t n, double mean, double std) {
-  for (int64_t i = 0; i < n; ++i) out[i] = mean + std * next_normal();
+  fill_normal_impl(*this, out, n, mean, std);
 }
 
 }  // namespace kbit

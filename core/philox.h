@@ -36,6 +36,8 @@ class Philox {
   uint32_t next_u32();
   float next_uniform();  // [0, 1)
   float next_normal();   // N(0, 1), Box-Muller
+  // The next n words of the stream (advances the offset by n).
+  void fill_words(uint32_t* out, int64_t n);
   // Fills n values and advances the offset by n (uniform) or 2n (normal).
   void fill_uniform(float* out, int64_t n, float lo = 0.f, float hi = 1.f);
   void fill_normal(float* out, int64_t n, float mean = 0.f, float std = 1.f);
