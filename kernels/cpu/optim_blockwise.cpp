@@ -1,0 +1,730 @@
+// Fused blockwise-quantized optimizer steps: one driver templated on the
+// update rule (a small policy with 1 or 2 states) and on the code width (8
+// or 4 bits). The policies are written once against a tiny value type V,
+// which is float for tails and an 8-lane AVX2 vector for the body; every
+// multiply-add is an explicit fma, so both give bit-identical results and the
+// compiler has no mul+add left to contract differently.
+#include "kernels/cpu/optim_blockwise.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define KBIT_BLOCKWISE_AVX2 1
+#endif
+
+namespace kbit::cpu {
+
+// ---- rules ----
+
+int blockwise_num_states(BlockwiseRule rule) {
+  return rule == BlockwiseRule::adam || rule == BlockwiseRule::lamb ? 2 : 1;
+}
+
+const char* blockwise_rule_name(BlockwiseRule rule) {
+  switch (rule) {
+    case BlockwiseRule::momentum:
+      return "momentum";
+    case BlockwiseRule::nesterov:
+      return "nesterov";
+    case BlockwiseRule::lars:
+      return "lars";
+    case BlockwiseRule::rmsprop:
+      return "rmsprop";
+    case BlockwiseRule::adagrad:
+      return "adagrad";
+    case BlockwiseRule::lion:
+      return "lion";
+    case BlockwiseRule::adam:
+      return "adam";
+    case BlockwiseRule::lamb:
+      return "lamb";
+  }
+  return "?";
+}
+
+BlockwiseScalars blockwise_scalars(BlockwiseRule rule,
+                                   const BlockwiseHyper& h) {
+  KBIT_CHECK(h.step >= 1, "[blockwise_step] expected step >= 1, got ", h.step);
+  const double lr = h.lr, b1 = h.beta1, b2 = h.beta2, wd = h.weight_decay;
+  const double t = double(h.step);
+  const double c1 = 1.0 - std::pow(b1, t), c2 = 1.0 - std::pow(b2, t);
+  BlockwiseScalars s;
+  s.b1 = h.beta1;
+  s.omb1 = float(1.0 - b1);
+  s.b2 = h.beta2;
+  s.omb2 = float(1.0 - b2);
+  s.mu = h.step == 1 ? 0.0f : h.beta1;
+  s.neg_lr = float(-lr);
+  s.neg_lr_scale = float(-lr * double(h.update_scale));
+  s.eps = h.eps;
+  const bool two = blockwise_num_states(rule) == 2;
+  if (two) {
+    s.eps = float(double(h.eps) * std::sqrt(c2));
+    s.ratio = float(std::sqrt(c2) / c1);
+    s.neg_step = float(-lr * std::sqrt(c2) / c1);
+  }
+  const bool decoupled =
+      rule == BlockwiseRule::adam || rule == BlockwiseRule::lion;
+  s.decay = decoupled ? float(1.0 - lr * wd) : 1.0f;
+  s.wd = decoupled ? 0.0f : h.weight_decay;
+  return s;
+}
+
+namespace {
+
+// ---- the value type: float, or 8 f32 lanes ----
+
+inline float vfma(float a, float b, float c) {
+  return std::fma(a, b, c);
+}
+inline float vsqrt(float a) {
+  return std::sqrt(a);
+}
+inline float vsign(float a) {
+  return float(a > 0.0f) - float(a < 0.0f);
+}
+
+#ifdef KBIT_BLOCKWISE_AVX2
+struct V8 {
+  __m256 v;
+  V8() = default;
+  explicit V8(float x) : v(_mm256_set1_ps(x)) {}
+  V8(__m256 x) : v(x) {}
+};
+inline V8 operator+(V8 a, V8 b) {
+  return _mm256_add_ps(a.v, b.v);
+}
+inline V8 operator*(V8 a, V8 b) {
+  return _mm256_mul_ps(a.v, b.v);
+}
+inline V8 operator/(V8 a, V8 b) {
+  return _mm256_div_ps(a.v, b.v);
+}
+inline V8 vfma(V8 a, V8 b, V8 c) {
+  return _mm256_fmadd_ps(a.v, b.v, c.v);
+}
+inline V8 vsqrt(V8 a) {
+  return _mm256_sqrt_ps(a.v);
+}
+inline V8 vsign(V8 a) {
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  __m256 pos = _mm256_and_ps(_mm256_cmp_ps(a.v, zero, _CMP_GT_OQ), one);
+  __m256 neg = _mm256_and_ps(_mm256_cmp_ps(a.v, zero, _CMP_LT_OQ), one);
+  return _mm256_sub_ps(pos, neg);
+}
+#endif
+
+// ---- policies: step(p, g, s1, s2) updates p and the states in place ----
+
+struct Momentum {
+  static constexpr int kStates = 1;
+  BlockwiseScalars k;
+  template <class V>
+  void step(V& p, V g, V& s, V&) const {
+    s = vfma(V(k.mu), s, vfma(V(k.wd), p, g));
+    p = vfma(V(k.neg_lr), s, p);
+  }
+};
+
+struct Nesterov {
+  static constexpr int kStates = 1;
+  BlockwiseScalars k;
+  template <class V>
+  void step(V& p, V g, V& s, V&) const {
+    V gd = vfma(V(k.wd), p, g);
+    s = vfma(V(k.mu), s, gd);
+    p = vfma(V(k.neg_lr), vfma(V(k.mu), s, gd), p);
+  }
+};
+
+struct Lars {
+  static constexpr int kStates = 1;
+  BlockwiseScalars k;
+  template <class V>
+  V update(V p, V g, V& s, V&) const {
+    s = vfma(V(k.mu), s, vfma(V(k.wd), p, g));
+    return s;
+  }
+  template <class V>
+  void step(V& p, V g, V& s, V& s2) const {
+    p = vfma(V(k.neg_lr_scale), update(p, g, s, s2), p);
+  }
+};
+
+struct Rmsprop {
+  static constexpr int kStates = 1;
+  BlockwiseScalars k;
+  template <class V>
+  void step(V& p, V g, V& s, V&) const {
+    V gd = vfma(V(k.wd), p, g);
+    s = vfma(V(k.b1), s, V(k.omb1) * (gd * gd));
+    p = vfma(V(k.neg_lr), gd / (vsqrt(s) + V(k.eps)), p);
+  }
+};
+
+struct Adagrad {
+  static constexpr int kStates = 1;
+  BlockwiseScalars k;
+  template <class V>
+  void step(V& p, V g, V& s, V&) const {
+    V gd = vfma(V(k.wd), p, g);
+    s = vfma(gd, gd, s);
+    p = vfma(V(k.neg_lr), gd / (vsqrt(s) + V(k.eps)), p);
+  }
+};
+
+struct Lion {
+  static constexpr int kStates = 1;
+  BlockwiseScalars k;
+  template <class V>
+  void step(V& p, V g, V& s, V&) const {
+    V q = p * V(k.decay);
+    V d = vsign(vfma(V(k.b1), s, V(k.omb1) * g));
+    s = vfma(V(k.b2), s, V(k.omb2) * g);
+    p = vfma(V(k.neg_lr), d, q);
+  }
+};
+
+struct Adam {
+  static constexpr int kStates = 2;
+  BlockwiseScalars k;
+  template <class V>
+  void step(V& p, V g, V& m, V& v) const {
+    m = vfma(V(k.b1), m, V(k.omb1) * g);
+    v = vfma(V(k.b2), v, V(k.omb2) * (g * g));
+    p = vfma(V(k.neg_step), m / (vsqrt(v) + V(k.eps)), p) * V(k.decay);
+  }
+};
+
+struct Lamb {
+  static constexpr int kStates = 2;
+  BlockwiseScalars k;
+  template <class V>
+  V update(V p, V g, V& m, V& v) const {
+    m = vfma(V(k.b1), m, V(k.omb1) * g);
+    v = vfma(V(k.b2), v, V(k.omb2) * (g * g));
+    return vfma(V(k.wd), p, V(k.ratio) * (m / (vsqrt(v) + V(k.eps))));
+  }
+  template <class V>
+  void step(V& p, V g, V& m, V& v) const {
+    p = vfma(V(k.neg_lr_scale), update(p, g, m, v), p);
+  }
+};
+
+// ---- codes: load/store of 8-bit and packed 4-bit codes ----
+
+template <int kBits>
+inline int load_code(const uint8_t* codes, int64_t i) {
+  if constexpr (kBits == 8) {
+    return codes[i];
+  } else {
+    return (codes[i >> 1] >> ((i & 1) * 4)) & 0xF;
+  }
+}
+
+// Scalar sign fix (see the header).
+inline int sign_fix(const BlockCodebook& cb, float x, int idx) {
+  if (!cb.has_sign_fix()) return idx;
+  const int z = cb.first_nonneg();
+  if (x < 0.0f && idx >= z) return idx - 1;
+  if (x > 0.0f && idx < z) return idx + 1;
+  return idx;
+}
+
+#ifdef KBIT_BLOCKWISE_AVX2
+// 8 codes starting at element i (i a multiple of 8) as int32 lanes.
+template <int kBits>
+inline __m256i load_codes8(const uint8_t* codes, int64_t i) {
+  if constexpr (kBits == 8) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i));
+    return _mm256_cvtepu8_epi32(b);
+  } else {
+    uint32_t w;
+    std::memcpy(&w, codes + i / 2, 4);
+    __m128i b = _mm_cvtepu8_epi16(_mm_cvtsi32_si128(int(w)));
+    __m128i lo = _mm_and_si128(b, _mm_set1_epi16(0x0F));
+    __m128i hi = _mm_slli_epi16(_mm_srli_epi16(b, 4), 8);
+    return _mm256_cvtepu8_epi32(_mm_or_si128(lo, hi));
+  }
+}
+
+// Exact nearest code of 8 lanes through the bucket table (no sign fix).
+inline __m256i nearest8(const BlockCodebook::Table& t, __m256 x) {
+  __m256i u = _mm256_castps_si256(x);
+  if (!t.is_signed) u = _mm256_max_epi32(u, _mm256_setzero_si256());
+  const __m256i lowmask = _mm256_set1_epi32((1 << t.shift) - 1);
+  __m256i mag = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+  mag = _mm256_min_epi32(_mm256_max_epi32(mag, _mm256_set1_epi32(int(t.lo))),
+                         _mm256_set1_epi32(int(t.hi)));
+  __m256i j = _mm256_srli_epi32(
+      _mm256_sub_epi32(mag, _mm256_set1_epi32(int(t.lo))), t.shift);
+  __m256i low = _mm256_and_si256(mag, lowmask);
+  if (t.is_signed) {
+    __m256i neg = _mm256_srai_epi32(u, 31);
+    j = _mm256_add_epi32(
+        j, _mm256_and_si256(neg, _mm256_set1_epi32(int(t.per_sign))));
+    low = _mm256_xor_si256(low, _mm256_and_si256(neg, lowmask));
+  }
+  __m256i e =
+      _mm256_i32gather_epi32(reinterpret_cast<const int*>(t.entries), j, 4);
+  __m256i c = _mm256_srli_epi32(e, 24);
+  __m256i thr = _mm256_and_si256(e, _mm256_set1_epi32(0xFFFFFF));
+  return _mm256_sub_epi32(c, _mm256_cmpgt_epi32(low, thr));
+}
+
+inline __m256i sign_fix8(const BlockCodebook& cb, __m256 x, __m256i idx) {
+  if (!cb.has_sign_fix()) return idx;
+  const __m256 zero = _mm256_setzero_ps();
+  __m256i zm1 = _mm256_set1_epi32(cb.first_nonneg() - 1);
+  __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+  __m256i pos = _mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_GT_OQ));
+  __m256i nonneg = _mm256_cmpgt_epi32(idx, zm1);  // code[idx] >= 0
+  idx = _mm256_add_epi32(idx, _mm256_and_si256(neg, nonneg));
+  return _mm256_sub_epi32(idx, _mm256_andnot_si256(nonneg, pos));
+}
+
+// 32 int32 codes (4 vectors, each 0..255) to 32 bytes in order.
+inline __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
+  __m256i ab = _mm256_packus_epi32(a, b);
+  __m256i cd = _mm256_packus_epi32(c, d);
+  __m256i bytes = _mm256_packus_epi16(ab, cd);
+  return _mm256_permutevar8x32_epi32(bytes,
+                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Requantizes 32 states x[0..32) scaled by inv and stores their codes.
+template <int kBits>
+inline void quantize32(const BlockCodebook& cb, const BlockCodebook::Table& t,
+                       const float* x, __m256 inv, uint8_t* out) {
+  __m256i q[4];
+  for (int r = 0; r < 4; ++r) {
+    __m256 xs = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv);
+    q[r] = sign_fix8(cb, xs, nearest8(t, xs));
+  }
+  __m256i bytes = pack32(q[0], q[1], q[2], q[3]);
+  if constexpr (kBits == 8) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+  } else {
+    // Byte pairs (even, odd) -> one byte: even | odd << 4.
+    __m256i w = bytes;
+    __m256i lo = _mm256_and_si256(w, _mm256_set1_epi16(0x00FF));
+    __m256i hi = _mm256_srli_epi16(w, 8);
+    __m256i nib = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+    __m256i packed = _mm256_packus_epi16(nib, nib);   // per 128-bit lane
+    packed = _mm256_permute4x64_epi64(packed, 0x08);  // lanes 0, 2 low
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                     _mm256_castsi256_si128(packed));
+  }
+}
+
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+inline __m256 vabs(__m256 v) {
+  return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+}
+#endif  // KBIT_BLOCKWISE_AVX2
+
+// ---- the driver ----
+
+enum class Pass { step, norms };
+
+// One block: elements [begin, begin + len) of block index blk.
+struct BlockView {
+  int64_t begin, len, blk;
+};
+
+template <class Rule, int kBits>
+struct Driver {
+  static constexpr int kS = Rule::kStates;
+  const Rule& rule;
+  const BlockwiseArgs& a;
+
+  // Runs the rule over one block; new states go to buf1/buf2 (len floats),
+  // the new parameter to p (Pass::step) or the norms to acc (Pass::norms).
+  template <Pass kPass>
+  void update_block(const BlockView& b, float* buf1, float* buf2, float* amax,
+                    double* acc) const {
+    const float* cv1 = a.s1.codebook->values();
+    const float* cv2 = kS == 2 ? a.s2.codebook->values() : nullptr;
+    const float am1 = a.s1.absmax[b.blk];
+    const float am2 = kS == 2 ? a.s2.absmax[b.blk] : 0.0f;
+    float* p = a.p + b.begin;
+    const float* g = a.g + b.begin;
+    float mx1 = 0.0f, mx2 = 0.0f;
+    float usq = 0.0f, psq = 0.0f;
+    int64_t i = 0;
+#ifdef KBIT_BLOCKWISE_AVX2
+    __m256 vm1 = _mm256_setzero_ps(), vm2 = vm1, vu = vm1, vp = vm1;
+    const __m256 vam1 = _mm256_set1_ps(am1), vam2 = _mm256_set1_ps(am2);
+    for (; i + 8 <= b.len; i += 8) {
+      __m256i c1 = load_codes8<kBits>(a.s1.codes, b.begin + i);
+      V8 s1 = _mm256_mul_ps(_mm256_i32gather_ps(cv1, c1, 4), vam1);
+      V8 s2(0.0f);
+      if constexpr (kS == 2) {
+        __m256i c2 = load_codes8<kBits>(a.s2.codes, b.begin + i);
+        s2 = _mm256_mul_ps(_mm256_i32gather_ps(cv2, c2, 4), vam2);
+      }
+      V8 pv = _mm256_loadu_ps(p + i), gv = _mm256_loadu_ps(g + i);
+      if constexpr (kPass == Pass::step) {
+        rule.step(pv, gv, s1, s2);
+        _mm256_storeu_ps(p + i, pv.v);
+      } else {
+        V8 u = rule.update(pv, gv, s1, s2);
+        vu = _mm256_fmadd_ps(u.v, u.v, vu);
+        vp = _mm256_fmadd_ps(pv.v, pv.v, vp);
+      }
+      _mm256_storeu_ps(buf1 + i, s1.v);
+      vm1 = _mm256_max_ps(vm1, vabs(s1.v));
+      if constexpr (kS == 2) {
+        _mm256_storeu_ps(buf2 + i, s2.v);
+        vm2 = _mm256_max_ps(vm2, vabs(s2.v));
+      }
+    }
+    mx1 = hmax(vm1);
+    mx2 = hmax(vm2);
+    if constexpr (kPass == Pass::norms) {
+      float t[8];
+      _mm256_storeu_ps(t, vu);
+      for (float x : t) acc[0] += x;
+      _mm256_storeu_ps(t, vp);
+      for (float x : t) acc[1] += x;
+    }
+#endif
+    for (; i < b.len; ++i) {
+      float s1 = cv1[load_code<kBits>(a.s1.codes, b.begin + i)] * am1;
+      float s2 = 0.0f;
+      if constexpr (kS == 2) {
+        s2 = cv2[load_code<kBits>(a.s2.codes, b.begin + i)] * am2;
+      }
+      float pv = p[i];
+      if constexpr (kPass == Pass::step) {
+        rule.step(pv, g[i], s1, s2);
+        p[i] = pv;
+      } else {
+        float u = rule.update(pv, g[i], s1, s2);
+        usq = std::fma(u, u, usq);
+        psq = std::fma(pv, pv, psq);
+      }
+      buf1[i] = s1;
+      mx1 = std::max(mx1, std::fabs(s1));
+      if constexpr (kS == 2) {
+        buf2[i] = s2;
+        mx2 = std::max(mx2, std::fabs(s2));
+      }
+    }
+    if constexpr (kPass == Pass::norms) {
+      acc[0] += usq;
+      acc[1] += psq;
+    }
+    amax[0] = mx1;
+    amax[1] = mx2;
+  }
+
+  // Requantizes len states of buf (new absmax amax) into the block's codes.
+  static void requantize(const QuantState& s, const BlockView& b,
+                         const float* buf, float amax) {
+    const BlockCodebook& cb = *s.codebook;
+    s.absmax[b.blk] = amax;
+    const float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+    uint8_t* out = s.codes + (kBits == 8 ? b.begin : b.begin / 2);
+    int64_t i = 0;
+#ifdef KBIT_BLOCKWISE_AVX2
+    if (cb.fast()) {
+      const BlockCodebook::Table t = cb.table();
+      const __m256 vinv = _mm256_set1_ps(inv);
+      for (; i + 32 <= b.len; i += 32) {
+        quantize32<kBits>(cb, t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
+      }
+    }
+#endif
+    for (; i < b.len; ++i) {
+      const float x = buf[i] * inv;
+      const int q = sign_fix(cb, x, cb.nearest(x));
+      if constexpr (kBits == 8) {
+        out[i] = uint8_t(q);
+      } else if ((i & 1) == 0) {
+        out[i / 2] = uint8_t(q);  // high nibble 0 until the odd element
+      } else {
+        out[i / 2] = uint8_t(out[i / 2] | (q << 4));
+      }
+    }
+  }
+
+  void step_block(int64_t blk) const {
+    alignas(32) float buf1[kBlockwiseMaxBlock];
+    alignas(32) float buf2[kS == 2 ? kBlockwiseMaxBlock : 1];
+    BlockView b{blk * a.block_size, 0, blk};
+    b.len = std::min(a.block_size, a.n - b.begin);
+    float amax[2];
+    update_block<Pass::step>(b, buf1, buf2, amax, nullptr);
+    requantize(a.s1, b, buf1, amax[0]);
+    if constexpr (kS == 2) requantize(a.s2, b, buf2, amax[1]);
+  }
+
+  void norms_block(int64_t blk, double* acc) const {
+    alignas(32) float buf1[kBlockwiseMaxBlock];
+    alignas(32) float buf2[kS == 2 ? kBlockwiseMaxBlock : 1];
+    BlockView b{blk * a.block_size, 0, blk};
+    b.len = std::min(a.block_size, a.n - b.begin);
+    float amax[2];
+    update_block<Pass::norms>(b, buf1, buf2, amax, acc);
+  }
+};
+
+int64_t num_blocks(const BlockwiseArgs& a) {
+  return (a.n + a.block_size - 1) / a.block_size;
+}
+
+template <class Rule, int kBits>
+void run_step(const Rule& rule, const BlockwiseArgs& a) {
+  const Driver<Rule, kBits> d{rule, a};
+  const int64_t nb = num_blocks(a);
+#pragma omp parallel for schedule(static) if (a.n >= kBlockwiseParallelMin)
+  for (int64_t blk = 0; blk < nb; ++blk) d.step_block(blk);
+}
+
+template <class Rule, int kBits>
+BlockwiseNorms run_norms(const Rule& rule, const BlockwiseArgs& a) {
+  const Driver<Rule, kBits> d{rule, a};
+  const int64_t nb = num_blocks(a);
+  double usq = 0, psq = 0;
+#pragma omp parallel for schedule(static) reduction(+ : usq, psq) if ( \
+        a.n >= kBlockwiseParallelMin)
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    double acc[2] = {0, 0};
+    d.norms_block(blk, acc);
+    usq += acc[0];
+    psq += acc[1];
+  }
+  return {usq, psq};
+}
+
+template <class Rule>
+void dispatch_step(const Rule& rule, const BlockwiseArgs& a) {
+  if (a.bits == 8) {
+    run_step<Rule, 8>(rule, a);
+  } else {
+    run_step<Rule, 4>(rule, a);
+  }
+}
+
+template <class Rule>
+BlockwiseNorms dispatch_norms(const Rule& rule, const BlockwiseArgs& a) {
+  return a.bits == 8 ? run_norms<Rule, 8>(rule, a)
+                     : run_norms<Rule, 4>(rule, a);
+}
+
+}  // namespace
+
+// ---- entry points ----
+
+void check_blockwise_args(BlockwiseRule rule, const BlockwiseArgs& a) {
+  const char* op = "[blockwise_step]";
+  KBIT_CHECK(a.n >= 0, op, " expected n >= 0, got ", a.n);
+  const int64_t b = a.block_size;
+  KBIT_CHECK(
+      b >= kBlockwiseMinBlock && b <= kBlockwiseMaxBlock && (b & (b - 1)) == 0,
+      op, " expected block_size a power of two in [", kBlockwiseMinBlock, ", ",
+      kBlockwiseMaxBlock, "], got ", b);
+  KBIT_CHECK(a.bits == 8 || a.bits == 4, op, " expected bits 8 or 4, got ",
+             a.bits);
+  if (a.n == 0) return;
+  KBIT_CHECK(a.p && a.g, op, " expected p and g, got null");
+  const int want = a.bits == 8 ? 256 : 16;
+  const int ns = blockwise_num_states(rule);
+  for (int k = 0; k < ns; ++k) {
+    const QuantState& s = k == 0 ? a.s1 : a.s2;
+    KBIT_CHECK(s.codes && s.absmax && s.codebook, op, " expected state ", k + 1,
+               " of ", blockwise_rule_name(rule),
+               " with codes, absmax and codebook, got null");
+    KBIT_CHECK(s.codebook->size() == want, op, " expected a codebook of ", want,
+               " values for ", a.bits, "-bit state ", k + 1, ", got ",
+               s.codebook->size());
+  }
+}
+
+void blockwise_step(BlockwiseRule rule, const BlockwiseHyper& h,
+                    const BlockwiseArgs& a) {
+  check_blockwise_args(rule, a);
+  if (a.n == 0) return;
+  const BlockwiseScalars k = blockwise_scalars(rule, h);
+  switch (rule) {
+    case BlockwiseRule::momentum:
+      return dispatch_step(Momentum{k}, a);
+    case BlockwiseRule::nesterov:
+      return dispatch_step(Nesterov{k}, a);
+    case BlockwiseRule::lars:
+      return dispatch_step(Lars{k}, a);
+    case BlockwiseRule::rmsprop:
+      return dispatch_step(Rmsprop{k}, a);
+    case BlockwiseRule::adagrad:
+      return dispatch_step(Adagrad{k}, a);
+    case BlockwiseRule::lion:
+      return dispatch_step(Lion{k}, a);
+    case BlockwiseRule::adam:
+      return dispatch_step(Adam{k}, a);
+    case BlockwiseRule::lamb:
+      return dispatch_step(Lamb{k}, a);
+  }
+}
+
+BlockwiseNorms blockwise_norms(BlockwiseRule rule, const BlockwiseHyper& h,
+                               const BlockwiseArgs& a) {
+  KBIT_CHECK(rule == BlockwiseRule::lamb || rule == BlockwiseRule::lars,
+             "[blockwise_norms] expected lamb or lars, got ",
+             blockwise_rule_name(rule));
+  check_blockwise_args(rule, a);
+  if (a.n == 0) return {};
+  const BlockwiseScalars k = blockwise_scalars(rule, h);
+  if (rule == BlockwiseRule::lamb) return dispatch_norms(Lamb{k}, a);
+  return dispatch_norms(Lars{k}, a);
+}
+
+// ---- codebook and nearest-code search ----
+
+BlockCodebook::BlockCodebook(const float* values, int size) {
+  KBIT_CHECK(size >= 2 && size <= 256,
+             "[BlockCodebook] expected 2..256 values, got ", size);
+  values_.assign(values, values + size);
+  for (int i = 0; i < size; ++i) {
+    KBIT_CHECK(std::isfinite(values_[i]),
+               "[BlockCodebook] expected finite values, got ", values_[i],
+               " at ", i);
+    KBIT_CHECK(i == 0 || values_[i - 1] <= values_[i],
+               "[BlockCodebook] expected ascending values, got ",
+               values_[i - 1], " before ", values_[i], " at ", i);
+  }
+  mid_down_.resize(size - 1);
+  for (int i = 0; i + 1 < size; ++i) {
+    const double m = (double(values_[i]) + double(values_[i + 1])) / 2;
+    float f = float(m);
+    if (double(f) > m) f = std::nextafter(f, -INFINITY);
+    mid_down_[i] = f;
+  }
+  first_nonneg_ = int(std::lower_bound(values_.begin(), values_.end(), 0.0f) -
+                      values_.begin());
+  build_table();
+}
+
+// Picks the fewest mantissa bits k whose buckets hold at most one midpoint.
+// Bucket j of a sign covers the magnitudes [lo + j << shift, lo + (j + 1) <<
+// shift); magnitudes are clamped to [lo, hi], which is exact because no
+// midpoint lies in (0, lo] or at or above hi.
+void BlockCodebook::build_table() {
+  constexpr uint32_t kMaxBucketsPerSign = 1u << 15;  // 128 KB per sign
+  const std::vector<float>& md = mid_down_;
+  float lo_mag = INFINITY, hi_mag = 0;
+  for (float m : md) {
+    if (m == 0.0f) return;  // a midpoint at 0: binary search instead
+    lo_mag = std::min(lo_mag, std::fabs(m));
+    hi_mag = std::max(hi_mag, std::fabs(m));
+  }
+  for (size_t i = 1; i < md.size(); ++i) {
+    if (!(md[i - 1] < md[i])) return;  // repeated codes
+  }
+  signed_ = values_[0] < 0.0f;
+  int emin = std::ilogb(lo_mag);
+  if (std::ldexp(1.0f, emin) == lo_mag) --emin;  // strictly below
+  const int emax = std::ilogb(hi_mag) + 1;       // 2^emax > every |mid|
+  if (emin < -126 || emax > 127) return;
+  lo_ = uint32_t(emin + 127) << 23;
+  hi_ = uint32_t(emax + 127) << 23;
+  for (int k = 1; k <= 16; ++k) {
+    shift_ = 23 - k;
+    per_sign_ = ((hi_ - lo_) >> shift_) + 1;
+    if (per_sign_ > kMaxBucketsPerSign) break;
+    table_.assign(size_t(per_sign_) * (signed_ ? 2 : 1), 0);
+    const uint32_t lowmask = (1u << shift_) - 1;
+    bool ok = true;
+    for (int s = 0; s < (signed_ ? 2 : 1) && ok; ++s) {
+      for (uint32_t j = 0; j < per_sign_ && ok; ++j) {
+        const uint32_t pa = lo_ + (j << shift_);
+        const uint32_t pb = std::min(pa + lowmask, hi_);
+        // The bucket's values [a, b]: magnitudes [pa, pb], mirrored if s.
+        float a = std::bit_cast<float>(pa), b = std::bit_cast<float>(pb);
+        if (s == 1) {
+          const float neg_b = -b;
+          b = -a;
+          a = neg_b;
+        }
+        // Midpoints strictly below the bucket, and those in [a, b).
+        const auto first = std::lower_bound(md.begin(), md.end(), a);
+        const auto last = std::lower_bound(md.begin(), md.end(), b);
+        if (last - first > 1) {
+          ok = false;
+          break;
+        }
+        uint32_t thr = lowmask;
+        if (last - first == 1) {
+          const uint32_t low = std::bit_cast<uint32_t>(*first) & lowmask;
+          thr = s == 0 ? low : low ^ lowmask;
+        }
+        const uint32_t c = uint32_t(first - md.begin());
+        table_[s * per_sign_ + j] = c << 24 | thr;
+      }
+    }
+    if (ok) return;
+  }
+  table_.clear();
+}
+
+BlockCodebook::Table BlockCodebook::table() const {
+  return {table_.data(), lo_, hi_, shift_, per_sign_, signed_};
+}
+
+int BlockCodebook::nearest_table(float x) const {
+  uint32_t u = std::bit_cast<uint32_t>(x);
+  if (!signed_ && (u >> 31)) u = 0;
+  const uint32_t lowmask = (1u << shift_) - 1;
+  const uint32_t mag = std::clamp(u & 0x7fffffffu, lo_, hi_);
+  uint32_t j = (mag - lo_) >> shift_;
+  uint32_t low = mag & lowmask;
+  if (signed_ && (u >> 31)) {
+    j += per_sign_;
+    low ^= lowmask;
+  }
+  const uint32_t e = table_[j];
+  return int(e >> 24) + int(low > (e & 0xFFFFFF));
+}
+
+int BlockCodebook::nearest(float x) const {
+  if (fast()) return nearest_table(x);
+  // #{j : x > mid_down[j]} = index of the first mid_down >= x; then the
+  // first of equal codes, the argmin's lower index.
+  int i = int(std::lower_bound(mid_down_.begin(), mid_down_.end(), x) -
+              mid_down_.begin());
+  while (i > 0 && values_[i - 1] == values_[i]) --i;
+  return i;
+}
+
+void nearest_codes(const BlockCodebook& cb, const float* x, int64_t n,
+                   uint8_t* idx) {
+  int64_t i = 0;
+#ifdef KBIT_BLOCKWISE_AVX2
+  if (cb.fast()) {
+    const BlockCodebook::Table t = cb.table();
+    for (; i + 8 <= n; i += 8) {
+      alignas(32) int32_t q[8];
+      __m256i r = nearest8(t, _mm256_loadu_ps(x + i));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q), r);
+      for (int l = 0; l < 8; ++l) idx[i + l] = uint8_t(q[l]);
+    }
+  }
+#endif
+  for (; i < n; ++i) idx[i] = uint8_t(cb.nearest(x[i]));
+}
+
+}  // namespace kbit::cpu

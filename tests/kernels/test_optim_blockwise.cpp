@@ -1,0 +1,239 @@
+// Fused blockwise 8-bit / 4-bit optimizer kernels
+// (kernels/cpu/optim_blockwise.h): the exact nearest-code search against an
+// argmin, the fused step against the plain reference (bit for bit), and the
+// quantized step against an unquantized f64 step re-synced every step.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/optim_blockwise.h"
+#include "kernels/ref/optim_blockwise.h"
+
+using namespace kbit;
+using cpu::BlockwiseRule;
+
+namespace {
+
+const std::vector<BlockwiseRule> kRules = {
+    BlockwiseRule::momentum, BlockwiseRule::nesterov, BlockwiseRule::lars,
+    BlockwiseRule::rmsprop,  BlockwiseRule::adagrad,  BlockwiseRule::lion,
+    BlockwiseRule::adam,     BlockwiseRule::lamb};
+
+// The four maps of the optimizer states.
+struct Maps {
+  cpu::BlockCodebook dyn8{ref::dynamic_map(true, 8, 7).data(), 256};
+  cpu::BlockCodebook udyn8{ref::dynamic_map(false, 8, 7).data(), 256};
+  cpu::BlockCodebook dyn4{ref::dynamic_map(true, 4, 3).data(), 16};
+  cpu::BlockCodebook lin4{ref::zero_free_linear_map(4).data(), 16};
+};
+const Maps& maps() {
+  static const Maps m;
+  return m;
+}
+
+// First state: signed map unless the state is non-negative.
+const cpu::BlockCodebook& map_for(BlockwiseRule rule, int state, int bits) {
+  const bool nonneg = state == 2 || rule == BlockwiseRule::rmsprop ||
+                      rule == BlockwiseRule::adagrad;
+  if (bits == 8) return nonneg ? maps().udyn8 : maps().dyn8;
+  return nonneg ? maps().lin4 : maps().dyn4;
+}
+
+// Hyper-parameters as in bitsandbytes' optimizer tests where it has them.
+cpu::BlockwiseHyper hyper_for(BlockwiseRule rule) {
+  cpu::BlockwiseHyper h;
+  switch (rule) {
+    case BlockwiseRule::momentum:
+    case BlockwiseRule::nesterov:
+      h.lr = 0.01f, h.beta1 = 0.9f, h.weight_decay = 1e-4f;
+      break;
+    case BlockwiseRule::lars:
+      h.lr = 0.01f, h.beta1 = 0.9f, h.weight_decay = 1e-4f;
+      break;
+    case BlockwiseRule::rmsprop:
+      h.lr = 0.01f, h.beta1 = 0.9f, h.eps = 1e-8f;
+      break;
+    case BlockwiseRule::adagrad:
+      h.lr = 0.01f, h.eps = 1e-10f;
+      break;
+    case BlockwiseRule::lion:
+      h.lr = 1e-4f, h.beta1 = 0.9f, h.beta2 = 0.99f, h.weight_decay = 1e-2f;
+      break;
+    case BlockwiseRule::adam:
+    case BlockwiseRule::lamb:
+      h.lr = 1e-3f, h.beta1 = 0.9f, h.beta2 = 0.999f, h.eps = 1e-8f;
+      h.weight_decay = 1e-2f;
+      break;
+  }
+  return h;
+}
+
+bool is_trust(BlockwiseRule r) {
+  return r == BlockwiseRule::lamb || r == BlockwiseRule::lars;
+}
+
+// One quantized state's buffers.
+struct QBuf {
+  std::vector<uint8_t> codes;
+  std::vector<float> absmax;
+  const cpu::BlockCodebook* cb = nullptr;
+  cpu::QuantState view() { return {codes.data(), absmax.data(), cb}; }
+};
+
+// A tensor's parameter, gradient and states.
+struct Problem {
+  int64_t n, block;
+  int bits;
+  BlockwiseRule rule;
+  std::vector<float> p, g;
+  QBuf s1, s2;
+
+  Problem(BlockwiseRule r, int64_t n_, int64_t block_, int bits_)
+      : n(n_), block(block_), bits(bits_), rule(r), p(n_), g(n_) {
+    const int64_t nb = (n + block - 1) / block;
+    const int64_t nc = bits == 8 ? n : (n + 1) / 2;
+    for (int k = 0; k < 2; ++k) {
+      QBuf& s = k == 0 ? s1 : s2;
+      s.cb = &map_for(r, k + 1, bits);
+      s.codes.assign(nc, 0);
+      s.absmax.assign(nb, 0.0f);
+      // All-zero state: the code nearest 0 in every slot.
+      const int z = s.cb->nearest(0.0f);
+      for (int64_t i = 0; i < n; ++i) ref::set_code(s.codes.data(), bits, i, z);
+    }
+  }
+  cpu::BlockwiseArgs args() {
+    cpu::BlockwiseArgs a;
+    a.n = n, a.block_size = block, a.bits = bits;
+    a.p = p.data(), a.g = g.data();
+    a.s1 = s1.view();
+    a.s2 = s2.view();
+    return a;
+  }
+  // Dequantized state k (1 or 2).
+  std::vector<double> dequant(int k) const {
+    const QBuf& s = k == 1 ? s1 : s2;
+    std::vector<double> out(n);
+    for (int64_t i = 0; i < n; ++i) {
+      out[i] = double(s.cb->values()[ref::get_code(s.codes.data(), bits, i)]) *
+               s.absmax[i / block];
+    }
+    return out;
+  }
+};
+
+// Trust ratio ||p|| / ||u|| (1 when either is 0), the LAMB form.
+float trust_ratio(const cpu::BlockwiseNorms& nm) {
+  if (nm.update_sq <= 0 || nm.param_sq <= 0) return 1.0f;
+  return float(std::sqrt(nm.param_sq / nm.update_sq));
+}
+
+void fill_normal(std::vector<float>& x, float sd, std::mt19937& rng) {
+  std::normal_distribution<float> d(0.0f, sd);
+  for (float& v : x) v = d(rng);
+}
+
+}  // namespace
+
+TEST_CASE("kernels: optim_blockwise nearest code equals the argmin") {
+  std::mt19937 rng(7);
+  std::vector<float> random_cb(256);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (float& v : random_cb) v = u(rng);
+  std::sort(random_cb.begin(), random_cb.end());
+  const std::vector<float> repeated = {-1, -0.5f, 0, 0, 0.25f, 1};
+  const cpu::BlockCodebook rnd(random_cb.data(), 256);
+  const cpu::BlockCodebook rep(repeated.data(), int(repeated.size()));
+  const std::vector<const cpu::BlockCodebook*> cbs = {
+      &maps().dyn8, &maps().udyn8, &maps().dyn4, &maps().lin4, &rnd, &rep};
+  CHECK(maps().dyn8.fast());
+  CHECK(maps().udyn8.fast());
+  CHECK(maps().dyn4.fast());
+  CHECK(maps().lin4.fast());
+  CHECK_FALSE(rep.fast());  // zero twice: the binary-search path
+
+  for (const cpu::BlockCodebook* cb : cbs) {
+    // Codes, midpoints and their float neighbours, special values, random.
+    std::vector<float> xs = {0.0f,   -0.0f,   1.0f,   -1.0f,   1.5f,  -1.5f,
+                             1e-30f, -1e-30f, 1e-38f, -1e-38f, 3e-7f, -3e-7f};
+    for (int i = 0; i < cb->size(); ++i) xs.push_back(cb->values()[i]);
+    for (int i = 0; i + 1 < cb->size(); ++i) {
+      const float m = cb->mid_down()[i];
+      xs.push_back(m);
+      xs.push_back(std::nextafter(m, INFINITY));
+      xs.push_back(std::nextafter(m, -INFINITY));
+      xs.push_back(std::nextafter(std::nextafter(m, INFINITY), INFINITY));
+    }
+    std::uniform_real_distribution<float> e(-30.0f, 0.1f);
+    for (int i = 0; i < 20000; ++i) {
+      xs.push_back(u(rng));
+      xs.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, e(rng) / 4.0f));
+    }
+    while (xs.size() % 8 != 3) xs.push_back(u(rng));  // a scalar tail too
+    std::vector<uint8_t> fast(xs.size());
+    cpu::nearest_codes(*cb, xs.data(), int64_t(xs.size()), fast.data());
+    int bad = 0;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      const int want = ref::nearest_code(cb->values(), cb->size(), xs[i]);
+      if (fast[i] != want || cb->nearest(xs[i]) != want) {
+        if (++bad <= 5) {
+          MESSAGE("x=", xs[i], " want ", want, " got ", int(fast[i]), "/",
+                  cb->nearest(xs[i]), " (codebook of ", cb->size(), ")");
+        }
+      }
+    }
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("kernels: optim_blockwise fused step equals the reference") {
+  // (n, block_size, bits): odd sizes, a partial last block, every block size
+  // class; 4-bit uses block 128 as the optimizer does, plus an odd n.
+  struct Shape {
+    int64_t n, block;
+    int bits;
+  };
+  const std::vector<Shape> shapes = {
+      {1, 32, 8},      {37, 32, 8},     {1000, 256, 8},
+      {5000, 4096, 8}, {33001, 256, 8}, {4099, 64, 8},
+      {1001, 128, 4},  {33003, 128, 4}, {300, 32, 4}};
+  std::mt19937 rng(11);
+  for (BlockwiseRule rule : kRules) {
+    for (const Shape& sh : shapes) {
+      CAPTURE(cpu::blockwise_rule_name(rule));
+      CAPTURE(sh.n);
+      CAPTURE(sh.block);
+      CAPTURE(sh.bits);
+      Problem fast(rule, sh.n, sh.block, sh.bits);
+      fill_normal(fast.p, 0.1f, rng);
+      Problem slow = fast;
+      cpu::BlockwiseHyper h = hyper_for(rule);
+      for (int t = 1; t <= 3; ++t) {
+        h.step = t;
+        fill_normal(fast.g, 0.01f, rng);
+        slow.g = fast.g;
+        if (is_trust(rule)) {
+          cpu::BlockwiseNorms want;
+          ref::blockwise_step(rule, h, slow.args(), &want);
+          const cpu::BlockwiseNorms got =
+              cpu::blockwise_norms(rule, h, fast.args());
+          CHECK(got.update_sq == doctest::Approx(want.update_sq).epsilon(1e-5));
+          CHECK(got.param_sq == doctest::Approx(want.param_sq).epsilon(1e-5));
+          h.update_scale = trust_ratio(want);  // the same scale for both
+        }
+        cpu::blockwise_step(rule, h, fast.args());
+        ref::blockwise_step(rule, h, slow.args());
+        CHECK(fast.p == slow.p);
+        CHECK(fast.s1.codes == slow.s1.codes);
+        CHECK(fast.s1.absmax == slow.s1.absmax);
+        if (cpu::blockwise_num_states(rule) == 2) {
+          CHECK(fast.s2.codes == slow.s2.codes);
+          CHECK(fast.s2.absmax == slow.s2.absmax);
+        }
+      }
+    }
+  }
+}
