@@ -16,6 +16,10 @@
 #include "core/error.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
+// GCC 12's AVX-512 headers start from _mm512_undefined_*() values, which
+// -Wall reports as uninitialized at every inlined use.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #define KBIT_BLOCKWISE_AVX2 1
 #endif
@@ -80,7 +84,7 @@ BlockwiseScalars blockwise_scalars(BlockwiseRule rule,
 
 namespace {
 
-// ---- the value type: float, or 8 f32 lanes ----
+// ---- the value type: float, or 8 / 16 f32 lanes ----
 
 inline float vfma(float a, float b, float c) {
   return std::fma(a, b, c);
@@ -92,7 +96,38 @@ inline float vsign(float a) {
   return float(a > 0.0f) - float(a < 0.0f);
 }
 
-#ifdef KBIT_BLOCKWISE_AVX2
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define KBIT_BLOCKWISE_AVX512 1
+struct V16 {
+  __m512 v;
+  V16() = default;
+  explicit V16(float x) : v(_mm512_set1_ps(x)) {}
+  V16(__m512 x) : v(x) {}
+};
+inline V16 operator+(V16 a, V16 b) {
+  return _mm512_add_ps(a.v, b.v);
+}
+inline V16 operator*(V16 a, V16 b) {
+  return _mm512_mul_ps(a.v, b.v);
+}
+inline V16 operator/(V16 a, V16 b) {
+  return _mm512_div_ps(a.v, b.v);
+}
+inline V16 vfma(V16 a, V16 b, V16 c) {
+  return _mm512_fmadd_ps(a.v, b.v, c.v);
+}
+inline V16 vsqrt(V16 a) {
+  return _mm512_sqrt_ps(a.v);
+}
+inline V16 vsign(V16 a) {
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+  __m512 pos =
+      _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, zero, _CMP_GT_OQ), one);
+  __m512 neg =
+      _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, zero, _CMP_LT_OQ), one);
+  return _mm512_sub_ps(pos, neg);
+}
+#elif defined(KBIT_BLOCKWISE_AVX2)
 struct V8 {
   __m256 v;
   V8() = default;
@@ -219,7 +254,7 @@ struct Lamb {
   }
 };
 
-// ---- codes: load/store of 8-bit and packed 4-bit codes ----
+// ---- codes ----
 
 template <int kBits>
 inline int load_code(const uint8_t* codes, int64_t i) {
@@ -230,112 +265,185 @@ inline int load_code(const uint8_t* codes, int64_t i) {
   }
 }
 
-// Scalar sign fix (see the header).
-inline int sign_fix(const BlockCodebook& cb, float x, int idx) {
-  if (!cb.has_sign_fix()) return idx;
-  const int z = cb.first_nonneg();
-  if (x < 0.0f && idx >= z) return idx - 1;
-  if (x > 0.0f && idx < z) return idx + 1;
-  return idx;
+// n packed 4-bit codes (n even, <= 16) as n bytes in element order.
+inline __m128i unpack_nibbles(__m128i packed) {
+  __m128i b = _mm_cvtepu8_epi16(packed);
+  __m128i lo = _mm_and_si128(b, _mm_set1_epi16(0x0F));
+  __m128i hi = _mm_slli_epi16(_mm_srli_epi16(b, 4), 8);
+  return _mm_or_si128(lo, hi);
 }
 
-#ifdef KBIT_BLOCKWISE_AVX2
-// 8 codes starting at element i (i a multiple of 8) as int32 lanes.
-template <int kBits>
-inline __m256i load_codes8(const uint8_t* codes, int64_t i) {
-  if constexpr (kBits == 8) {
-    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i));
-    return _mm256_cvtepu8_epi32(b);
-  } else {
-    uint32_t w;
-    std::memcpy(&w, codes + i / 2, 4);
-    __m128i b = _mm_cvtepu8_epi16(_mm_cvtsi32_si128(int(w)));
-    __m128i lo = _mm_and_si128(b, _mm_set1_epi16(0x0F));
-    __m128i hi = _mm_slli_epi16(_mm_srli_epi16(b, 4), 8);
-    return _mm256_cvtepu8_epi32(_mm_or_si128(lo, hi));
+// ---- SIMD layers: W lanes of loads, dequantization and requantization ----
+// Requantization goes through the codebook's bucket table (sign fix
+// included, see BlockCodebook::build_table).
+
+#if defined(KBIT_BLOCKWISE_AVX512)
+#define KBIT_BLOCKWISE_SIMD 1
+struct Simd {
+  static constexpr int kW = 16;
+  using F = V16;
+  static F zero() { return _mm512_setzero_ps(); }
+  static F load(const float* x) { return _mm512_loadu_ps(x); }
+  static void store(float* x, F v) { _mm512_storeu_ps(x, v.v); }
+  static F abs(F v) { return _mm512_abs_ps(v.v); }
+  static F max(F a, F b) { return _mm512_max_ps(a.v, b.v); }
+  static float hmax(F v) { return _mm512_reduce_max_ps(v.v); }
+  static float hsum(F v) { return _mm512_reduce_add_ps(v.v); }
+
+  // State values of the 16 elements from element i (i % 16 == 0).
+  template <int kBits>
+  static F dequant(const uint8_t* codes, int64_t i, const float* values,
+                   F absmax) {
+    __m128i b;
+    if constexpr (kBits == 8) {
+      b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i));
+    } else {
+      b = unpack_nibbles(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2)));
+    }
+    __m512i idx = _mm512_cvtepu8_epi32(b);
+    return _mm512_mul_ps(_mm512_i32gather_ps(idx, values, 4), absmax.v);
   }
-}
 
-// Exact nearest code of 8 lanes through the bucket table (no sign fix).
-inline __m256i nearest8(const BlockCodebook::Table& t, __m256 x) {
-  __m256i u = _mm256_castps_si256(x);
-  if (!t.is_signed) u = _mm256_max_epi32(u, _mm256_setzero_si256());
-  const __m256i lowmask = _mm256_set1_epi32((1 << t.shift) - 1);
-  __m256i mag = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
-  mag = _mm256_min_epi32(_mm256_max_epi32(mag, _mm256_set1_epi32(int(t.lo))),
-                         _mm256_set1_epi32(int(t.hi)));
-  __m256i j = _mm256_srli_epi32(
-      _mm256_sub_epi32(mag, _mm256_set1_epi32(int(t.lo))), t.shift);
-  __m256i low = _mm256_and_si256(mag, lowmask);
-  if (t.is_signed) {
-    __m256i neg = _mm256_srai_epi32(u, 31);
-    j = _mm256_add_epi32(
-        j, _mm256_and_si256(neg, _mm256_set1_epi32(int(t.per_sign))));
-    low = _mm256_xor_si256(low, _mm256_and_si256(neg, lowmask));
+  static __m512i index(const BlockCodebook::Table& t, __m512 x) {
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i u = _mm512_castps_si512(x);
+    if (!t.is_signed) u = _mm512_max_epi32(u, zero);
+    const __m512i lowmask = _mm512_set1_epi32((1 << t.shift) - 1);
+    const __m512i lo = _mm512_set1_epi32(int(t.lo));
+    __m512i mag = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    mag = _mm512_min_epi32(_mm512_max_epi32(mag, lo),
+                           _mm512_set1_epi32(int(t.hi)));
+    __m512i j =
+        _mm512_srl_epi32(_mm512_sub_epi32(mag, lo), _mm_cvtsi32_si128(t.shift));
+    __m512i low = _mm512_and_si512(mag, lowmask);
+    if (t.is_signed) {
+      const __mmask16 neg = _mm512_cmplt_epi32_mask(u, zero);
+      j = _mm512_mask_add_epi32(j, neg, j, _mm512_set1_epi32(int(t.per_sign)));
+      low = _mm512_mask_xor_epi32(low, neg, low, lowmask);
+    }
+    __m512i e = _mm512_i32gather_epi32(j, t.entries, 4);
+    __m512i c = _mm512_srli_epi32(e, 24);
+    const __mmask16 inc = _mm512_cmpgt_epu32_mask(
+        low, _mm512_and_si512(e, _mm512_set1_epi32(0xFFFFFF)));
+    return _mm512_mask_add_epi32(c, inc, c, _mm512_set1_epi32(1));
   }
-  __m256i e =
-      _mm256_i32gather_epi32(reinterpret_cast<const int*>(t.entries), j, 4);
-  __m256i c = _mm256_srli_epi32(e, 24);
-  __m256i thr = _mm256_and_si256(e, _mm256_set1_epi32(0xFFFFFF));
-  return _mm256_sub_epi32(c, _mm256_cmpgt_epi32(low, thr));
-}
 
-inline __m256i sign_fix8(const BlockCodebook& cb, __m256 x, __m256i idx) {
-  if (!cb.has_sign_fix()) return idx;
-  const __m256 zero = _mm256_setzero_ps();
-  __m256i zm1 = _mm256_set1_epi32(cb.first_nonneg() - 1);
-  __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_LT_OQ));
-  __m256i pos = _mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_GT_OQ));
-  __m256i nonneg = _mm256_cmpgt_epi32(idx, zm1);  // code[idx] >= 0
-  idx = _mm256_add_epi32(idx, _mm256_and_si256(neg, nonneg));
-  return _mm256_sub_epi32(idx, _mm256_andnot_si256(nonneg, pos));
-}
-
-// 32 int32 codes (4 vectors, each 0..255) to 32 bytes in order.
-inline __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
-  __m256i ab = _mm256_packus_epi32(a, b);
-  __m256i cd = _mm256_packus_epi32(c, d);
-  __m256i bytes = _mm256_packus_epi16(ab, cd);
-  return _mm256_permutevar8x32_epi32(bytes,
-                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-// Requantizes 32 states x[0..32) scaled by inv and stores their codes.
-template <int kBits>
-inline void quantize32(const BlockCodebook& cb, const BlockCodebook::Table& t,
-                       const float* x, __m256 inv, uint8_t* out) {
-  __m256i q[4];
-  for (int r = 0; r < 4; ++r) {
-    __m256 xs = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv);
-    q[r] = sign_fix8(cb, xs, nearest8(t, xs));
+  // Codes of kQ states x * inv, stored at out (element kQ-aligned).
+  static constexpr int kQ = 16;
+  template <int kBits>
+  static void quantize(const BlockCodebook::Table& t, const float* x, F inv,
+                       uint8_t* out) {
+    __m512i q = index(t, _mm512_mul_ps(_mm512_loadu_ps(x), inv.v));
+    if constexpr (kBits == 8) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                       _mm512_cvtepi32_epi8(q));
+    } else {
+      // qword j = q[2j] | q[2j + 1] << 32 -> byte q[2j] | q[2j + 1] << 4.
+      __m512i pair = _mm512_or_si512(q, _mm512_srli_epi64(q, 28));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
+                       _mm512_cvtepi64_epi8(pair));
+    }
   }
-  __m256i bytes = pack32(q[0], q[1], q[2], q[3]);
-  if constexpr (kBits == 8) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
-  } else {
-    // Byte pairs (even, odd) -> one byte: even | odd << 4.
-    __m256i w = bytes;
-    __m256i lo = _mm256_and_si256(w, _mm256_set1_epi16(0x00FF));
-    __m256i hi = _mm256_srli_epi16(w, 8);
-    __m256i nib = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
-    __m256i packed = _mm256_packus_epi16(nib, nib);   // per 128-bit lane
-    packed = _mm256_permute4x64_epi64(packed, 0x08);  // lanes 0, 2 low
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
-                     _mm256_castsi256_si128(packed));
+};
+#elif defined(KBIT_BLOCKWISE_AVX2)
+#define KBIT_BLOCKWISE_SIMD 1
+struct Simd {
+  static constexpr int kW = 8;
+  using F = V8;
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load(const float* x) { return _mm256_loadu_ps(x); }
+  static void store(float* x, F v) { _mm256_storeu_ps(x, v.v); }
+  static F abs(F v) {
+    return _mm256_and_ps(v.v,
+                         _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
   }
-}
+  static F max(F a, F b) { return _mm256_max_ps(a.v, b.v); }
+  static float hmax(F v) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, v.v);
+    return *std::max_element(t, t + 8);
+  }
+  static float hsum(F v) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, v.v);
+    float s = 0.0f;
+    for (float x : t) s += x;
+    return s;
+  }
 
-inline float hmax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
+  template <int kBits>
+  static F dequant(const uint8_t* codes, int64_t i, const float* values,
+                   F absmax) {
+    __m128i b;
+    if constexpr (kBits == 8) {
+      b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i));
+    } else {
+      uint32_t w;
+      std::memcpy(&w, codes + i / 2, 4);
+      b = unpack_nibbles(_mm_cvtsi32_si128(int(w)));
+    }
+    __m256i idx = _mm256_cvtepu8_epi32(b);
+    return _mm256_mul_ps(_mm256_i32gather_ps(values, idx, 4), absmax.v);
+  }
 
-inline __m256 vabs(__m256 v) {
-  return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
-}
-#endif  // KBIT_BLOCKWISE_AVX2
+  static __m256i index(const BlockCodebook::Table& t, __m256 x) {
+    __m256i u = _mm256_castps_si256(x);
+    if (!t.is_signed) u = _mm256_max_epi32(u, _mm256_setzero_si256());
+    const __m256i lowmask = _mm256_set1_epi32((1 << t.shift) - 1);
+    const __m256i lo = _mm256_set1_epi32(int(t.lo));
+    __m256i mag = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    mag = _mm256_min_epi32(_mm256_max_epi32(mag, lo),
+                           _mm256_set1_epi32(int(t.hi)));
+    __m256i j =
+        _mm256_srl_epi32(_mm256_sub_epi32(mag, lo), _mm_cvtsi32_si128(t.shift));
+    __m256i low = _mm256_and_si256(mag, lowmask);
+    if (t.is_signed) {
+      __m256i neg = _mm256_srai_epi32(u, 31);
+      j = _mm256_add_epi32(
+          j, _mm256_and_si256(neg, _mm256_set1_epi32(int(t.per_sign))));
+      low = _mm256_xor_si256(low, _mm256_and_si256(neg, lowmask));
+    }
+    __m256i e =
+        _mm256_i32gather_epi32(reinterpret_cast<const int*>(t.entries), j, 4);
+    __m256i c = _mm256_srli_epi32(e, 24);
+    __m256i thr = _mm256_and_si256(e, _mm256_set1_epi32(0xFFFFFF));
+    return _mm256_sub_epi32(c, _mm256_cmpgt_epi32(low, thr));
+  }
+
+  // 32 int32 codes (4 vectors, each 0..255) to 32 bytes in order.
+  static __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_packus_epi32(a, b);
+    __m256i cd = _mm256_packus_epi32(c, d);
+    __m256i bytes = _mm256_packus_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(
+        bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  }
+
+  static constexpr int kQ = 32;
+  template <int kBits>
+  static void quantize(const BlockCodebook::Table& t, const float* x, F inv,
+                       uint8_t* out) {
+    __m256i q[4];
+    for (int r = 0; r < 4; ++r) {
+      q[r] = index(t, _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv.v));
+    }
+    __m256i bytes = pack32(q[0], q[1], q[2], q[3]);
+    if constexpr (kBits == 8) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+    } else {
+      // Byte pairs (even, odd) -> one byte: even | odd << 4.
+      __m256i lo = _mm256_and_si256(bytes, _mm256_set1_epi16(0x00FF));
+      __m256i hi = _mm256_srli_epi16(bytes, 8);
+      __m256i nib = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+      __m256i packed = _mm256_packus_epi16(nib, nib);   // per 128-bit lane
+      packed = _mm256_permute4x64_epi64(packed, 0x08);  // lanes 0, 2 low
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                       _mm256_castsi256_si128(packed));
+    }
+  }
+};
+#endif
 
 // ---- the driver ----
 
@@ -352,8 +460,9 @@ struct Driver {
   const Rule& rule;
   const BlockwiseArgs& a;
 
-  // Runs the rule over one block; new states go to buf1/buf2 (len floats),
-  // the new parameter to p (Pass::step) or the norms to acc (Pass::norms).
+  // Runs the rule over one block; the new states go to buf1/buf2 (len
+  // floats) and their max |.| to amax; the new parameter to p
+  // (Pass::step), or sum u^2 and sum p^2 to acc (Pass::norms).
   template <Pass kPass>
   void update_block(const BlockView& b, float* buf1, float* buf2, float* amax,
                     double* acc) const {
@@ -363,44 +472,39 @@ struct Driver {
     const float am2 = kS == 2 ? a.s2.absmax[b.blk] : 0.0f;
     float* p = a.p + b.begin;
     const float* g = a.g + b.begin;
-    float mx1 = 0.0f, mx2 = 0.0f;
-    float usq = 0.0f, psq = 0.0f;
+    float mx1 = 0.0f, mx2 = 0.0f, usq = 0.0f, psq = 0.0f;
     int64_t i = 0;
-#ifdef KBIT_BLOCKWISE_AVX2
-    __m256 vm1 = _mm256_setzero_ps(), vm2 = vm1, vu = vm1, vp = vm1;
-    const __m256 vam1 = _mm256_set1_ps(am1), vam2 = _mm256_set1_ps(am2);
-    for (; i + 8 <= b.len; i += 8) {
-      __m256i c1 = load_codes8<kBits>(a.s1.codes, b.begin + i);
-      V8 s1 = _mm256_mul_ps(_mm256_i32gather_ps(cv1, c1, 4), vam1);
-      V8 s2(0.0f);
+#ifdef KBIT_BLOCKWISE_SIMD
+    using F = Simd::F;
+    F vm1 = Simd::zero(), vm2 = vm1, vu = vm1, vp = vm1;
+    const F vam1(am1), vam2(am2);
+    for (; i + Simd::kW <= b.len; i += Simd::kW) {
+      F s1 = Simd::dequant<kBits>(a.s1.codes, b.begin + i, cv1, vam1);
+      F s2 = Simd::zero();
       if constexpr (kS == 2) {
-        __m256i c2 = load_codes8<kBits>(a.s2.codes, b.begin + i);
-        s2 = _mm256_mul_ps(_mm256_i32gather_ps(cv2, c2, 4), vam2);
+        s2 = Simd::dequant<kBits>(a.s2.codes, b.begin + i, cv2, vam2);
       }
-      V8 pv = _mm256_loadu_ps(p + i), gv = _mm256_loadu_ps(g + i);
+      F pv = Simd::load(p + i), gv = Simd::load(g + i);
       if constexpr (kPass == Pass::step) {
         rule.step(pv, gv, s1, s2);
-        _mm256_storeu_ps(p + i, pv.v);
+        Simd::store(p + i, pv);
       } else {
-        V8 u = rule.update(pv, gv, s1, s2);
-        vu = _mm256_fmadd_ps(u.v, u.v, vu);
-        vp = _mm256_fmadd_ps(pv.v, pv.v, vp);
+        F u = rule.update(pv, gv, s1, s2);
+        vu = vfma(u, u, vu);
+        vp = vfma(pv, pv, vp);
       }
-      _mm256_storeu_ps(buf1 + i, s1.v);
-      vm1 = _mm256_max_ps(vm1, vabs(s1.v));
+      Simd::store(buf1 + i, s1);
+      vm1 = Simd::max(vm1, Simd::abs(s1));
       if constexpr (kS == 2) {
-        _mm256_storeu_ps(buf2 + i, s2.v);
-        vm2 = _mm256_max_ps(vm2, vabs(s2.v));
+        Simd::store(buf2 + i, s2);
+        vm2 = Simd::max(vm2, Simd::abs(s2));
       }
     }
-    mx1 = hmax(vm1);
-    mx2 = hmax(vm2);
+    mx1 = Simd::hmax(vm1);
+    mx2 = Simd::hmax(vm2);
     if constexpr (kPass == Pass::norms) {
-      float t[8];
-      _mm256_storeu_ps(t, vu);
-      for (float x : t) acc[0] += x;
-      _mm256_storeu_ps(t, vp);
-      for (float x : t) acc[1] += x;
+      acc[0] += Simd::hsum(vu);
+      acc[1] += Simd::hsum(vp);
     }
 #endif
     for (; i < b.len; ++i) {
@@ -441,18 +545,17 @@ struct Driver {
     const float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
     uint8_t* out = s.codes + (kBits == 8 ? b.begin : b.begin / 2);
     int64_t i = 0;
-#ifdef KBIT_BLOCKWISE_AVX2
+#ifdef KBIT_BLOCKWISE_SIMD
     if (cb.fast()) {
       const BlockCodebook::Table t = cb.table();
-      const __m256 vinv = _mm256_set1_ps(inv);
-      for (; i + 32 <= b.len; i += 32) {
-        quantize32<kBits>(cb, t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
+      const Simd::F vinv(inv);
+      for (; i + Simd::kQ <= b.len; i += Simd::kQ) {
+        Simd::quantize<kBits>(t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
       }
     }
 #endif
     for (; i < b.len; ++i) {
-      const float x = buf[i] * inv;
-      const int q = sign_fix(cb, x, cb.nearest(x));
+      const int q = cb.quantize_index(buf[i] * inv);
       if constexpr (kBits == 8) {
         out[i] = uint8_t(q);
       } else if ((i & 1) == 0) {
@@ -464,8 +567,8 @@ struct Driver {
   }
 
   void step_block(int64_t blk) const {
-    alignas(32) float buf1[kBlockwiseMaxBlock];
-    alignas(32) float buf2[kS == 2 ? kBlockwiseMaxBlock : 1];
+    alignas(64) float buf1[kBlockwiseMaxBlock];
+    alignas(64) float buf2[kS == 2 ? kBlockwiseMaxBlock : 1];
     BlockView b{blk * a.block_size, 0, blk};
     b.len = std::min(a.block_size, a.n - b.begin);
     float amax[2];
@@ -475,8 +578,8 @@ struct Driver {
   }
 
   void norms_block(int64_t blk, double* acc) const {
-    alignas(32) float buf1[kBlockwiseMaxBlock];
-    alignas(32) float buf2[kS == 2 ? kBlockwiseMaxBlock : 1];
+    alignas(64) float buf1[kBlockwiseMaxBlock];
+    alignas(64) float buf2[kS == 2 ? kBlockwiseMaxBlock : 1];
     BlockView b{blk * a.block_size, 0, blk};
     b.len = std::min(a.block_size, a.n - b.begin);
     float amax[2];
@@ -672,7 +775,14 @@ void BlockCodebook::build_table() {
           const uint32_t low = std::bit_cast<uint32_t>(*first) & lowmask;
           thr = s == 0 ? low : low ^ lowmask;
         }
-        const uint32_t c = uint32_t(first - md.begin());
+        uint32_t c = uint32_t(first - md.begin());
+        // The sign fix, folded in: a clear sign bit gives max(i, z), a set
+        // one min(i, z - 1), where i = c + (low > thr) and z = first_nonneg.
+        const uint32_t z = uint32_t(first_nonneg_);
+        if (has_sign_fix() && s == 0 && c < z) c = z, thr = lowmask;
+        if (has_sign_fix() && s == 1 && c >= z - 1) {
+          c = z - 1, thr = lowmask;
+        }
         table_[s * per_sign_ + j] = c << 24 | thr;
       }
     }
@@ -685,7 +795,7 @@ BlockCodebook::Table BlockCodebook::table() const {
   return {table_.data(), lo_, hi_, shift_, per_sign_, signed_};
 }
 
-int BlockCodebook::nearest_table(float x) const {
+int BlockCodebook::quantize_table(float x) const {
   uint32_t u = std::bit_cast<uint32_t>(x);
   if (!signed_ && (u >> 31)) u = 0;
   const uint32_t lowmask = (1u << shift_) - 1;
@@ -701,7 +811,6 @@ int BlockCodebook::nearest_table(float x) const {
 }
 
 int BlockCodebook::nearest(float x) const {
-  if (fast()) return nearest_table(x);
   // #{j : x > mid_down[j]} = index of the first mid_down >= x; then the
   // first of equal codes, the argmin's lower index.
   int i = int(std::lower_bound(mid_down_.begin(), mid_down_.end(), x) -
@@ -710,21 +819,28 @@ int BlockCodebook::nearest(float x) const {
   return i;
 }
 
-void nearest_codes(const BlockCodebook& cb, const float* x, int64_t n,
-                   uint8_t* idx) {
+int BlockCodebook::quantize_index(float x) const {
+  if (fast()) return quantize_table(x);
+  const int i = nearest(x);
+  if (!has_sign_fix()) return i;
+  if (std::signbit(x) && i >= first_nonneg_) return i - 1;
+  if (!std::signbit(x) && i < first_nonneg_) return i + 1;
+  return i;
+}
+
+void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
+                  uint8_t* idx) {
   int64_t i = 0;
-#ifdef KBIT_BLOCKWISE_AVX2
+#ifdef KBIT_BLOCKWISE_SIMD
   if (cb.fast()) {
     const BlockCodebook::Table t = cb.table();
-    for (; i + 8 <= n; i += 8) {
-      alignas(32) int32_t q[8];
-      __m256i r = nearest8(t, _mm256_loadu_ps(x + i));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(q), r);
-      for (int l = 0; l < 8; ++l) idx[i + l] = uint8_t(q[l]);
+    const Simd::F one(1.0f);
+    for (; i + Simd::kQ <= n; i += Simd::kQ) {
+      Simd::quantize<8>(t, x + i, one, idx + i);
     }
   }
 #endif
-  for (; i < n; ++i) idx[i] = uint8_t(cb.nearest(x[i]));
+  for (; i < n; ++i) idx[i] = uint8_t(cb.quantize_index(x[i]));
 }
 
 }  // namespace kbit::cpu

@@ -17,10 +17,11 @@
 // numbers); on an exact tie (x on a midpoint) the LOWER index. Equivalently
 // i = #{j : x > mid[j]}, mid[j] = (code[j] + code[j+1]) / 2. x = state *
 // (1 / absmax), with 1 / absmax in f32 and 1 / 0 taken as 0.
-// Sign fix (codebooks with negative and non-negative codes): a negative state
-// whose nearest code is >= 0 takes the next lower index, a positive state
-// whose nearest code is < 0 the next higher, so a decoded state never has the
-// opposite sign bit of the state (a small negative momentum never becomes +0).
+// Sign fix (codebooks with negative and non-negative codes): a state with its
+// sign bit set whose nearest code is >= 0 takes the next lower index, one with
+// the sign bit clear whose nearest code is < 0 the next higher, so a decoded
+// state keeps the sign bit of the state (a small negative momentum never
+// becomes +0; -0 decodes to the smallest negative code times absmax).
 //
 // 4-bit codes are packed two per byte, the even element in the low nibble; an
 // odd n leaves the last high nibble 0.
@@ -85,8 +86,9 @@ const char* blockwise_rule_name(BlockwiseRule rule);
 // mantissa bits (k chosen so a bucket holds at most one midpoint). Each entry
 // holds the number of midpoints below the bucket and the low bits of the
 // bucket's midpoint, so one table load and one integer compare give the exact
-// index. Codebooks the table cannot serve (repeated values, a midpoint at 0)
-// use a binary search over the midpoints instead; both are exact.
+// index; the sign fix is folded into the entries. Codebooks the table cannot
+// serve (repeated values, a midpoint at 0) use a binary search over the
+// midpoints instead; both are exact.
 class BlockCodebook {
  public:
   // values: (K) sorted ascending, finite, 2 <= K <= 256.
@@ -96,15 +98,20 @@ class BlockCodebook {
   const float* values() const { return values_.data(); }
   // mid[j] rounded down to f32: x > mid[j] exactly iff x > mid_down()[j].
   const float* mid_down() const { return mid_down_.data(); }
-  // Index of the first code >= 0 (0 for unsigned codebooks).
+  // Index z of the first code >= 0 (0 for unsigned codebooks).
   int first_nonneg() const { return first_nonneg_; }
+  // Codes of both signs: requantization applies the sign fix.
   bool has_sign_fix() const {
     return first_nonneg_ > 0 && first_nonneg_ < size();
   }
   bool fast() const { return !table_.empty(); }
 
-  // Nearest code index of x (no sign fix); exact, lower index on ties.
+  // Nearest code index of x, no sign fix (binary search; exact, lower index
+  // on ties).
   int nearest(float x) const;
+  // The requantization index of x: nearest, then the sign fix (a set sign
+  // bit gives an index < z, a clear one an index >= z).
+  int quantize_index(float x) const;
 
   // Table layout, for the vector kernels.
   struct Table {
@@ -118,7 +125,7 @@ class BlockCodebook {
 
  private:
   void build_table();
-  int nearest_table(float x) const;
+  int quantize_table(float x) const;
 
   std::vector<float> values_;    // (K)
   std::vector<float> mid_down_;  // (K - 1)
@@ -129,9 +136,9 @@ class BlockCodebook {
   bool signed_ = false;
 };
 
-// idx[i] = nearest code of x[i] (no sign fix). x: (n), idx: (n).
-void nearest_codes(const BlockCodebook& cb, const float* x, int64_t n,
-                   uint8_t* idx);
+// idx[i] = cb.quantize_index(x[i]) (vectorized). x: (n), idx: (n).
+void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
+                  uint8_t* idx);
 
 struct BlockwiseHyper {
   float lr = 1e-3f;

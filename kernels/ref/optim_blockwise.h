@@ -32,12 +32,12 @@ inline int nearest_code(const float* code, int size, float x) {
   return best;
 }
 
-// A decoded state must not have the opposite sign of the state.
+// A decoded state keeps the sign bit of the state.
 inline int sign_fix(const float* code, int size, float x, int idx) {
   const bool mixed = code[0] < 0.0f && code[size - 1] >= 0.0f;
   if (!mixed) return idx;
-  if (x < 0.0f && code[idx] >= 0.0f) return idx - 1;
-  if (x > 0.0f && code[idx] < 0.0f) return idx + 1;
+  if (std::signbit(x) && code[idx] >= 0.0f) return idx - 1;
+  if (!std::signbit(x) && code[idx] < 0.0f) return idx + 1;
   return idx;
 }
 

@@ -174,18 +174,24 @@ TEST_CASE("kernels: optim_blockwise nearest code equals the argmin") {
     }
     while (xs.size() % 8 != 3) xs.push_back(u(rng));  // a scalar tail too
     std::vector<uint8_t> fast(xs.size());
-    cpu::nearest_codes(*cb, xs.data(), int64_t(xs.size()), fast.data());
-    int bad = 0;
+    cpu::code_indices(*cb, xs.data(), int64_t(xs.size()), fast.data());
+    int bad = 0, fixed = 0;
     for (size_t i = 0; i < xs.size(); ++i) {
-      const int want = ref::nearest_code(cb->values(), cb->size(), xs[i]);
-      if (fast[i] != want || cb->nearest(xs[i]) != want) {
+      const int near = ref::nearest_code(cb->values(), cb->size(), xs[i]);
+      const int want = ref::sign_fix(cb->values(), cb->size(), xs[i], near);
+      fixed += want != near;
+      if (fast[i] != want || cb->quantize_index(xs[i]) != want ||
+          cb->nearest(xs[i]) != near) {
         if (++bad <= 5) {
-          MESSAGE("x=", xs[i], " want ", want, " got ", int(fast[i]), "/",
-                  cb->nearest(xs[i]), " (codebook of ", cb->size(), ")");
+          MESSAGE("x=", xs[i], " want ", near, "/", want, " got ",
+                  cb->nearest(xs[i]), "/", int(fast[i]), "/",
+                  cb->quantize_index(xs[i]), " (codebook of ", cb->size(), ")");
         }
       }
     }
     CHECK(bad == 0);
+    // Signed maps with a zero code: the fix moved the small negatives.
+    if (cb->has_sign_fix()) CHECK(fixed > 0);
   }
 }
 
