@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/optim_blockwise.h"
@@ -238,6 +239,179 @@ TEST_CASE("kernels: optim_blockwise fused step equals the reference") {
         if (cpu::blockwise_num_states(rule) == 2) {
           CHECK(fast.s2.codes == slow.s2.codes);
           CHECK(fast.s2.absmax == slow.s2.absmax);
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+// The unquantized step in f64 on one element (the 32-bit rule, natural
+// form): returns the new p; s1, s2 updated; u set for LAMB/LARS.
+// c1 = 1 - b1^t, c2 = 1 - b2^t.
+double step_f64(BlockwiseRule rule, const cpu::BlockwiseHyper& h, double c1,
+                double c2, double p, double g, double& s1, double& s2,
+                double& u, double scale) {
+  const double lr = h.lr, b1 = h.beta1, b2 = h.beta2, eps = h.eps;
+  const double wd = h.weight_decay;
+  const double mu = h.step == 1 ? 0.0 : b1;
+  const double gd = g + wd * p;
+  u = 0;
+  switch (rule) {
+    case BlockwiseRule::momentum:
+      s1 = mu * s1 + gd;
+      return p - lr * s1;
+    case BlockwiseRule::nesterov:
+      s1 = mu * s1 + gd;
+      return p - lr * (gd + mu * s1);
+    case BlockwiseRule::lars:
+      s1 = mu * s1 + gd;
+      u = s1;
+      return p - lr * scale * u;
+    case BlockwiseRule::rmsprop:
+      s1 = b1 * s1 + (1 - b1) * gd * gd;
+      return p - lr * gd / (std::sqrt(s1) + eps);
+    case BlockwiseRule::adagrad:
+      s1 += gd * gd;
+      return p - lr * gd / (std::sqrt(s1) + eps);
+    case BlockwiseRule::lion: {
+      const double x = b1 * s1 + (1 - b1) * g;
+      s1 = b2 * s1 + (1 - b2) * g;
+      return p * (1 - lr * wd) - lr * double((x > 0) - (x < 0));
+    }
+    case BlockwiseRule::adam:
+      s1 = b1 * s1 + (1 - b1) * g;
+      s2 = b2 * s2 + (1 - b2) * g * g;
+      p -= lr * (s1 / c1) / (std::sqrt(s2 / c2) + eps);
+      return p * (1 - lr * wd);
+    case BlockwiseRule::lamb:
+      s1 = b1 * s1 + (1 - b1) * g;
+      s2 = b2 * s2 + (1 - b2) * g * g;
+      u = (s1 / c1) / (std::sqrt(s2 / c2) + eps) + wd * p;
+      return p - lr * scale * u;
+  }
+  return p;
+}
+
+// Per-step agreement of the quantized step with the unquantized one, both
+// started from the same p and the same (dequantized) states.
+struct Agreement {
+  int max_state_mismatch = 0;                 // per tensor and step
+  double max_mean_abs = 0, max_mean_rel = 0;  // of p, per step
+  double mean_state_err = 0;  // mean |state error| / block absmax
+};
+
+// bitsandbytes' per-step criteria (reference/bitsandbytes.md 5.2).
+constexpr double kStateAtol = 3e-3, kStateRtol = 1e-3;
+constexpr int kMaxStateMismatch8 = 20;
+constexpr double kMeanAbsErr = 6e-5, kMeanRelErr = 6e-4;
+
+Agreement track_f64(BlockwiseRule rule, int bits, int64_t n, int steps,
+                    std::mt19937& rng) {
+  const int64_t block = bits == 8 ? 256 : 128;
+  Problem q(rule, n, block, bits);
+  fill_normal(q.p, 0.1f, rng);
+  const bool two = cpu::blockwise_num_states(rule) == 2;
+  cpu::BlockwiseHyper h = hyper_for(rule);
+  Agreement out;
+  double err_sum = 0;
+  int64_t err_count = 0;
+  std::vector<double> p_ref(n), s1(n), s2(n), u(n);
+  for (int t = 1; t <= steps; ++t) {
+    h.step = t;
+    fill_normal(q.g, 0.01f, rng);
+    // Re-sync: the reference starts from this step's p and states.
+    const std::vector<double> m0 = q.dequant(1);
+    const std::vector<double> v0 = two ? q.dequant(2) : m0;
+    const double c1 = 1 - std::pow(double(h.beta1), double(t));
+    const double c2 = 1 - std::pow(double(h.beta2), double(t));
+    double usq = 0, psq = 0;
+    for (int pass = 0; pass < (is_trust(rule) ? 2 : 1); ++pass) {
+      double scale = 1.0;
+      if (pass == 1) scale = usq > 0 && psq > 0 ? std::sqrt(psq / usq) : 1.0;
+      for (int64_t i = 0; i < n; ++i) {
+        s1[i] = m0[i];
+        s2[i] = v0[i];
+        p_ref[i] = step_f64(rule, h, c1, c2, q.p[i], q.g[i], s1[i], s2[i], u[i],
+                            scale);
+        if (pass == 0) usq += u[i] * u[i], psq += double(q.p[i]) * q.p[i];
+      }
+    }
+    if (is_trust(rule)) {
+      h.update_scale = trust_ratio(cpu::blockwise_norms(rule, h, q.args()));
+    }
+    cpu::blockwise_step(rule, h, q.args());
+
+    int mismatch = 0;
+    for (int k = 1; k <= (two ? 2 : 1); ++k) {
+      const std::vector<double> got = q.dequant(k);
+      const std::vector<double>& want = k == 1 ? s1 : s2;
+      const std::vector<float>& am = k == 1 ? q.s1.absmax : q.s2.absmax;
+      int bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double e = std::fabs(got[i] - want[i]);
+        bad += e > kStateAtol + kStateRtol * std::fabs(want[i]);
+        const double a = am[i / block];
+        if (a > 0) err_sum += e / a, ++err_count;
+      }
+      mismatch = std::max(mismatch, bad);
+    }
+    double abs_sum = 0, rel_sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double e = std::fabs(p_ref[i] - q.p[i]);
+      abs_sum += e;
+      rel_sum += e / (std::fabs(p_ref[i]) + 1e-9);
+    }
+    out.max_state_mismatch = std::max(out.max_state_mismatch, mismatch);
+    out.max_mean_abs = std::max(out.max_mean_abs, abs_sum / double(n));
+    out.max_mean_rel = std::max(out.max_mean_rel, rel_sum / double(n));
+  }
+  out.mean_state_err = err_count ? err_sum / double(err_count) : 0.0;
+  return out;
+}
+
+}  // namespace
+
+// Shapes (rows x {32, 1024, 4097}): every rule at 8 and 4 bits with 4 rows
+// for 50 steps, and AdamW 8-bit with 256 rows for 3 steps (the 1024
+// rows are left to the optimizer-level test, to keep this file fast). The
+// reference is re-synced to the quantized state every step, so this measures
+// the error of one step (bitsandbytes' method).
+TEST_CASE("kernels: optim_blockwise 8-bit and 4-bit track the f64 step") {
+  // 4-bit: the mean state error relative to the block absmax (measured
+  // 0.01-0.03 for these maps; half a code gap of the 16-value maps is
+  // ~0.06); the parameter bounds are bitsandbytes' 8-bit ones, which the
+  // update from unquantized moments also meets at 4 bits.
+  constexpr double kMeanStateErr4 = 0.05;
+  constexpr double kMeanStateErr8 = 0.005;  // 8-bit maps: measured < 0.002
+  std::mt19937 rng(5);
+  for (BlockwiseRule rule : kRules) {
+    for (int bits : {8, 4}) {
+      for (int64_t cols : {32, 1024, 4097}) {
+        for (int64_t rows : {4, 256}) {
+          const bool full = rule == BlockwiseRule::adam && bits == 8;
+          if (rows == 256 && !full) continue;
+          const int64_t n = rows * cols;
+          const std::string name = cpu::blockwise_rule_name(rule);
+          CAPTURE(name);
+          CAPTURE(bits);
+          CAPTURE(n);
+          const Agreement a = track_f64(rule, bits, n, rows > 4 ? 3 : 50, rng);
+          const std::string line =
+              name + " " + std::to_string(bits) +
+              "-bit n=" + std::to_string(n) + ": mismatches " +
+              std::to_string(a.max_state_mismatch) + ", mean abs " +
+              std::to_string(a.max_mean_abs) + ", mean rel " +
+              std::to_string(a.max_mean_rel) + ", state err/absmax " +
+              std::to_string(a.mean_state_err);
+          MESSAGE(line);
+          if (bits == 8) CHECK(a.max_state_mismatch < kMaxStateMismatch8);
+          CHECK(a.max_mean_abs < kMeanAbsErr);
+          CHECK(a.max_mean_rel < kMeanRelErr);
+          CHECK(a.mean_state_err <
+                (bits == 8 ? kMeanStateErr8 : kMeanStateErr4));
+          CHECK(a.mean_state_err > 0);  // the states really are quantized
         }
       }
     }
