@@ -46,7 +46,8 @@ void adam32(const kbit::cpu::BlockwiseScalars& k, int64_t n, float* p,
     const float vi = std::fma(k.b2, v[i], k.omb2 * (g[i] * g[i]));
     m[i] = mi;
     v[i] = vi;
-    p[i] = std::fma(k.neg_step, mi / (std::sqrt(vi) + k.eps), p[i]) * k.decay;
+    const float den = std::fma(std::sqrt(vi), k.inv_sqrt_c2, k.eps);
+    p[i] = std::fma(k.neg_step, mi / den, std::fma(k.neg_decay, p[i], p[i]));
   }
 }
 

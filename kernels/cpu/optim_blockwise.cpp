@@ -69,16 +69,16 @@ BlockwiseScalars blockwise_scalars(BlockwiseRule rule,
   s.neg_lr = float(-lr);
   s.neg_lr_scale = float(-lr * double(h.update_scale));
   s.eps = h.eps;
-  const bool two = blockwise_num_states(rule) == 2;
-  if (two) {
-    s.eps = float(double(h.eps) * std::sqrt(c2));
-    s.ratio = float(std::sqrt(c2) / c1);
-    s.neg_step = float(-lr * std::sqrt(c2) / c1);
-  }
-  const bool decoupled =
-      rule == BlockwiseRule::adam || rule == BlockwiseRule::lion;
-  s.decay = decoupled ? float(1.0 - lr * wd) : 1.0f;
-  s.wd = decoupled ? 0.0f : h.weight_decay;
+  s.inv_c1 = float(1.0 / c1);
+  s.inv_sqrt_c2 = float(1.0 / std::sqrt(c2));
+  s.neg_step = float(-lr / c1);
+  // Decoupled decay: AdamW (decoupled) and Lion; LAMB adds wd * p to u;
+  // the rest (and Adam with decoupled = false) add wd * p to g.
+  const bool decoupled = rule == BlockwiseRule::lion ||
+                         (rule == BlockwiseRule::adam && h.decoupled);
+  s.neg_decay = decoupled ? float(-lr * wd) : 0.0f;
+  s.lamb_wd = rule == BlockwiseRule::lamb ? h.weight_decay : 0.0f;
+  s.wd = decoupled || rule == BlockwiseRule::lamb ? 0.0f : h.weight_decay;
   return s;
 }
 
@@ -221,7 +221,7 @@ struct Lion {
   BlockwiseScalars k;
   template <class V>
   void step(V& p, V g, V& s, V&) const {
-    V q = p * V(k.decay);
+    V q = vfma(V(k.neg_decay), p, p);
     V d = vsign(vfma(V(k.b1), s, V(k.omb1) * g));
     s = vfma(V(k.b2), s, V(k.omb2) * g);
     p = vfma(V(k.neg_lr), d, q);
@@ -233,9 +233,11 @@ struct Adam {
   BlockwiseScalars k;
   template <class V>
   void step(V& p, V g, V& m, V& v) const {
-    m = vfma(V(k.b1), m, V(k.omb1) * g);
-    v = vfma(V(k.b2), v, V(k.omb2) * (g * g));
-    p = vfma(V(k.neg_step), m / (vsqrt(v) + V(k.eps)), p) * V(k.decay);
+    V gd = vfma(V(k.wd), p, g);
+    m = vfma(V(k.b1), m, V(k.omb1) * gd);
+    v = vfma(V(k.b2), v, V(k.omb2) * (gd * gd));
+    V denom = vfma(vsqrt(v), V(k.inv_sqrt_c2), V(k.eps));
+    p = vfma(V(k.neg_step), m / denom, vfma(V(k.neg_decay), p, p));
   }
 };
 
@@ -246,7 +248,8 @@ struct Lamb {
   V update(V p, V g, V& m, V& v) const {
     m = vfma(V(k.b1), m, V(k.omb1) * g);
     v = vfma(V(k.b2), v, V(k.omb2) * (g * g));
-    return vfma(V(k.wd), p, V(k.ratio) * (m / (vsqrt(v) + V(k.eps))));
+    V denom = vfma(vsqrt(v), V(k.inv_sqrt_c2), V(k.eps));
+    return vfma(V(k.lamb_wd), p, V(k.inv_c1) * (m / denom));
   }
   template <class V>
   void step(V& p, V g, V& m, V& v) const {

@@ -27,24 +27,29 @@
 // odd n leaves the last high nibble 0.
 //
 // Update rules (f32; fma(a, b, c) = a * b + c rounded once; g' = fma(wd, p, g)
-// is the coupled-decay gradient; t = step >= 1; c1 = 1 - b1^t, c2 = 1 - b2^t;
-// scale = update_scale, the trust ratio computed by the caller):
+// is the coupled-decay (L2) gradient; t = step >= 1; c1 = 1 - b1^t,
+// c2 = 1 - b2^t; scale = update_scale, the trust ratio from the caller):
 //   momentum  s = fma(mu, s, g'), mu = b1 (0 at t = 1); p = fma(-lr, s, p)
 //   nesterov  s as momentum;           p = fma(-lr, fma(mu, s, g'), p)
 //   lars      s as momentum; u = s;    p = fma(-lr * scale, u, p)
 //   rmsprop   s = fma(b1, s, (1 - b1) * (g' * g'))
 //             p = fma(-lr, g' / (sqrt(s) + eps), p)
 //   adagrad   s = fma(g', g', s);      p = fma(-lr, g' / (sqrt(s) + eps), p)
-//   lion      q = p * (1 - lr * wd); d = sign(fma(b1, s, (1 - b1) * g))
+//   lion      q = fma(-lr * wd, p, p); d = sign(fma(b1, s, (1 - b1) * g))
 //             s = fma(b2, s, (1 - b2) * g); p = fma(-lr, d, q)
-//   adam      m = fma(b1, m, (1 - b1) * g); v = fma(b2, v, (1 - b2) * (g * g))
-//   (AdamW)   p = fma(-lr * sqrt(c2) / c1, m / (sqrt(v) + eps * sqrt(c2)), p)
-//             p = p * (1 - lr * wd)      (decoupled decay after the step)
-//   lamb      m, v as adam; u = fma(wd, p, (sqrt(c2) / c1) *
-//             (m / (sqrt(v) + eps * sqrt(c2))));  p = fma(-lr * scale, u, p)
-// Adam/AdamW/LAMB have two states (m: signed map, v: unsigned map); the rest
-// one. The scalars (lr * sqrt(c2) / c1 ...) are derived in f64 and rounded to
-// f32 once, by BlockwiseScalars, which the reference shares.
+//   adam      m = fma(b1, m, (1 - b1) * g'); v = fma(b2, v, (1 - b2) * g'^2)
+//             (g' = g for AdamW, decoupled = true)
+//             den = fma(sqrt(v), 1 / sqrt(c2), eps)
+//             p = fma(-lr / c1, m / den, fma(-lr * wd, p, p))   (AdamW)
+//             p = fma(-lr / c1, m / den, p)                     (Adam, L2)
+//   lamb      m, v, den as AdamW; u = fma(wd, p, (1 / c1) * (m / den))
+//             p = fma(-lr * scale, u, p)
+// Adam/AdamW is the order of the 32-bit path (kernels/cpu/optim_update.h,
+// AdamRule: PyTorch's, the decay on the old p), so 8-bit and 32-bit steps
+// differ only by quantization. Adam/AdamW/LAMB have two states (m: signed
+// map, v: unsigned map); the rest one. The scalars (-lr / c1 ...) are derived
+// in f64 and rounded to f32 once, by blockwise_scalars(), which the reference
+// shares.
 //
 // Trust ratio (LAMB, LARS): two passes over the same inputs. blockwise_norms
 // recomputes the new moments exactly as blockwise_step would and returns
@@ -148,19 +153,22 @@ struct BlockwiseHyper {
   float weight_decay = 0.0f;
   int64_t step = 1;           // 1-based step count t, incremented by the caller
   float update_scale = 1.0f;  // trust ratio (LAMB, LARS); 1 otherwise
+  bool decoupled = true;      // adam: true AdamW decay, false Adam's L2
 };
 
 // The f32 scalars of one step, derived in f64 (see the rule table above).
 struct BlockwiseScalars {
   float b1 = 0, omb1 = 0, b2 = 0, omb2 = 0;
   float mu = 0;            // momentum coefficient (0 at t = 1)
-  float wd = 0;            // coupled decay coefficient
+  float wd = 0;            // coupled (L2) decay coefficient
+  float lamb_wd = 0;       // LAMB's decay inside the update u
+  float neg_decay = 0;     // -lr * wd for decoupled decay, else 0
   float neg_lr = 0;        // -lr
   float neg_lr_scale = 0;  // -lr * update_scale
-  float decay = 1;         // 1 - lr * wd (decoupled rules), else 1
-  float eps = 0;           // eps, or eps * sqrt(c2) for adam/lamb
-  float ratio = 0;         // sqrt(c2) / c1 (lamb)
-  float neg_step = 0;      // -lr * sqrt(c2) / c1 (adam)
+  float eps = 0;
+  float inv_c1 = 0;       // 1 / c1
+  float inv_sqrt_c2 = 0;  // 1 / sqrt(c2)
+  float neg_step = 0;     // -lr / c1
 };
 BlockwiseScalars blockwise_scalars(BlockwiseRule rule, const BlockwiseHyper& h);
 

@@ -82,21 +82,25 @@ inline float rule_element(cpu::BlockwiseRule rule,
       s1 = std::fma(gd, gd, s1);
       return std::fma(k.neg_lr, gd / (std::sqrt(s1) + k.eps), p);
     case R::lion: {
-      const float q = p * k.decay;
+      const float q = std::fma(k.neg_decay, p, p);
       const float x = std::fma(k.b1, s1, k.omb1 * g);
       const float d = x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
       s1 = std::fma(k.b2, s1, k.omb2 * g);
       return std::fma(k.neg_lr, d, q);
     }
-    case R::adam:
+    case R::adam: {
+      s1 = std::fma(k.b1, s1, k.omb1 * gd);
+      s2 = std::fma(k.b2, s2, k.omb2 * (gd * gd));
+      const float den = std::fma(std::sqrt(s2), k.inv_sqrt_c2, k.eps);
+      return std::fma(k.neg_step, s1 / den, std::fma(k.neg_decay, p, p));
+    }
+    case R::lamb: {
       s1 = std::fma(k.b1, s1, k.omb1 * g);
       s2 = std::fma(k.b2, s2, k.omb2 * (g * g));
-      return std::fma(k.neg_step, s1 / (std::sqrt(s2) + k.eps), p) * k.decay;
-    case R::lamb:
-      s1 = std::fma(k.b1, s1, k.omb1 * g);
-      s2 = std::fma(k.b2, s2, k.omb2 * (g * g));
-      u = std::fma(k.wd, p, k.ratio * (s1 / (std::sqrt(s2) + k.eps)));
+      const float den = std::fma(std::sqrt(s2), k.inv_sqrt_c2, k.eps);
+      u = std::fma(k.lamb_wd, p, k.inv_c1 * (s1 / den));
       return std::fma(k.neg_lr_scale, u, p);
+    }
   }
   return p;
 }
