@@ -15,7 +15,9 @@ void check(const GemmArgs& g) {
              ", K ", g.K);
 }
 
-CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
+CBLAS_TRANSPOSE tr(bool t) {
+  return t ? CblasTrans : CblasNoTrans;
+}
 
 }  // namespace
 
