@@ -12,9 +12,8 @@
 // step. Bytes per parameter: 32-bit 28 (read p, g, m, v; write p, m, v),
 // 8-bit 16 (p, g and p written: 12; codes m, v read and written: 4), 4-bit
 // 14; the per-block absmax adds 0.06 (8-bit) / 0.25 (4-bit) and is not
-// counted. The 32-bit step is a fused AdamW loop local to this benchmark
-// with the same formula as the blockwise kernel (TODO: switch to optim's
-// fused 32-bit kernel once it is merged).
+// counted. The 32-bit step is optim's fused kernel (kernels/cpu/
+// optim_update.h, adam_update), the same formula as the blockwise one.
 #include <omp.h>
 
 #include <algorithm>
@@ -29,27 +28,14 @@
 #include <vector>
 
 #include "kernels/cpu/optim_blockwise.h"
-#include "kernels/ref/optim_blockwise.h"
+#include "kernels/cpu/optim_update.h"
+#include "quant/codebook.h"
 
 namespace {
 
 using kbit::cpu::BlockwiseRule;
 
 volatile float g_zero = 0.0f;  // keeps the traffic kernels' writes real
-
-// Bench-local fused 32-bit AdamW (same formula as the blockwise kernel).
-void adam32(const kbit::cpu::BlockwiseScalars& k, int64_t n, float* p,
-            const float* g, float* m, float* v) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float mi = std::fma(k.b1, m[i], k.omb1 * g[i]);
-    const float vi = std::fma(k.b2, v[i], k.omb2 * (g[i] * g[i]));
-    m[i] = mi;
-    v[i] = vi;
-    const float den = std::fma(std::sqrt(vi), k.inv_sqrt_c2, k.eps);
-    p[i] = std::fma(k.neg_step, mi / den, std::fma(k.neg_decay, p[i], p[i]));
-  }
-}
 
 // Streams of the 32-bit step: read p, g, m, v; write p, m, v (28 B).
 void traffic32(int64_t n, float* p, const float* g, float* m, float* v) {
@@ -98,6 +84,11 @@ double cpu_ghz() {
   return 0.0;
 }
 
+kbit::cpu::BlockCodebook block_codebook(const std::string& name) {
+  const kbit::quant::Codebook cb = kbit::quant::make_codebook(name);
+  return kbit::cpu::BlockCodebook(cb.codes().data(), cb.size());
+}
+
 struct Kernel {
   const char* name;
   double bytes;  // per parameter
@@ -113,14 +104,10 @@ bool bench_size(int64_t n, int reps, bool judge) {
   std::vector<uint8_t> t8a(n), t8b(n);
   std::vector<float> am8(nb8), av8(nb8), am4(nb4), av4(nb4);
 
-  static const std::vector<float> dyn8 = kbit::ref::dynamic_map(true, 8, 7);
-  static const std::vector<float> udyn8 = kbit::ref::dynamic_map(false, 8, 7);
-  static const std::vector<float> dyn4 = kbit::ref::dynamic_map(true, 4, 3);
-  static const std::vector<float> lin4 = kbit::ref::zero_free_linear_map(4);
-  static const kbit::cpu::BlockCodebook cb_m8(dyn8.data(), 256);
-  static const kbit::cpu::BlockCodebook cb_v8(udyn8.data(), 256);
-  static const kbit::cpu::BlockCodebook cb_m4(dyn4.data(), 16);
-  static const kbit::cpu::BlockCodebook cb_v4(lin4.data(), 16);
+  static const kbit::cpu::BlockCodebook cb_m8 = block_codebook("dynamic");
+  static const kbit::cpu::BlockCodebook cb_v8 = block_codebook("udynamic");
+  static const kbit::cpu::BlockCodebook cb_m4 = block_codebook("dynamic4");
+  static const kbit::cpu::BlockCodebook cb_v4 = block_codebook("ulinear_nz");
 
   // First touch in parallel, in the kernels' static partition.
   const uint8_t z8 = uint8_t(cb_m8.nearest(0.0f));
@@ -143,8 +130,9 @@ bool bench_size(int64_t n, int reps, bool judge) {
   kbit::cpu::BlockwiseHyper h;  // AdamW: lr 1e-3, betas (0.9, 0.999)
   h.weight_decay = 1e-2f;
   h.step = 10;
-  const kbit::cpu::BlockwiseScalars k =
-      kbit::cpu::blockwise_scalars(BlockwiseRule::adam, h);
+  kbit::cpu::AdamHyper h32;  // the same step for the 32-bit kernel
+  h32.weight_decay = h.weight_decay;
+  h32.step = h.step;
   kbit::cpu::BlockwiseArgs a8;
   a8.n = n, a8.block_size = 256, a8.bits = 8, a8.p = p.data(), a8.g = g.data();
   a8.s1 = {m8.data(), am8.data(), &cb_m8};
@@ -155,9 +143,11 @@ bool bench_size(int64_t n, int reps, bool judge) {
   a4.s2 = {v4.data(), av4.data(), &cb_v4};
 
   std::vector<Kernel> ks = {
-      {"adam32 (bench-local fused f32)",
+      {"adam32 (optim_update, f32)",
        28,
-       [&] { adam32(k, n, p.data(), g.data(), m.data(), v.data()); },
+       [&] {
+         kbit::cpu::adam_update(h32, p.data(), g.data(), m.data(), v.data(), n);
+       },
        {}},
       {"adam8 blockwise (B=256)",
        16,

@@ -3,9 +3,6 @@
 // argmin over the codebook. The oracle of the fast kernel: same arguments,
 // same rule formulas (see the table in the cpu header), same results bit for
 // bit.
-//
-// Also: stand-in builders for the codebooks the tests and the benchmark use,
-// until quant/ provides them (then those become the one source of truth).
 #pragma once
 
 #include <algorithm>
@@ -157,46 +154,6 @@ inline void blockwise_step(cpu::BlockwiseRule rule,
     requantize_block(a.s1, a.bits, begin, blk, s1);
     if (two) requantize_block(a.s2, a.bits, begin, blk, s2);
   }
-}
-
-// ---- stand-in codebooks (until quant/ provides them) ----
-
-// The dynamic-tree map as bitsandbytes builds it (reference/bitsandbytes.md
-// 1.1): decade i of E has scale 10^(i - E + 1) and 2^(i + N - E) (signed) or
-// 2^(i + N - E + 1) (unsigned) levels at the midpoints of a uniform grid on
-// [0.1, 1]; plus 0 and 1; sorted. N = total_bits - 1.
-inline std::vector<float> dynamic_map(bool is_signed, int total_bits,
-                                      int max_exponent_bits) {
-  const int n_bits = total_bits - 1, e_bits = max_exponent_bits;
-  std::vector<float> out;
-  for (int i = 0; i < e_bits; ++i) {
-    const int levels = 1 << (i + n_bits - e_bits + (is_signed ? 0 : 1));
-    std::vector<float> grid(levels + 1);
-    for (int j = 0; j <= levels; ++j) {
-      grid[j] = float(0.1 + 0.9 * double(j) / double(levels));
-    }
-    const float scale = float(std::pow(10.0, double(i - (e_bits - 1))));
-    for (int j = 0; j < levels; ++j) {
-      const float mean = (grid[j] + grid[j + 1]) / 2.0f;
-      out.push_back(scale * mean);
-      if (is_signed) out.push_back(-scale * mean);
-    }
-  }
-  out.push_back(0.0f);
-  out.push_back(1.0f);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-// A zero-free linear map for non-negative 4-bit states: (i + 1) / 2^bits,
-// i = 0..2^bits - 1 (the "power-1, no zero" map of reference/bitsandbytes.md
-// 8.2), so a second moment never decodes to 0.
-inline std::vector<float> zero_free_linear_map(int bits) {
-  std::vector<float> out(size_t(1) << bits);
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = float(i + 1) / float(out.size());
-  }
-  return out;
 }
 
 }  // namespace kbit::ref

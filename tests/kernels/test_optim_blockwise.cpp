@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/optim_blockwise.h"
 #include "kernels/ref/optim_blockwise.h"
+#include "quant/codebook.h"
 
 using namespace kbit;
 using cpu::BlockwiseRule;
@@ -23,12 +24,18 @@ const std::vector<BlockwiseRule> kRules = {
     BlockwiseRule::rmsprop,  BlockwiseRule::adagrad,  BlockwiseRule::lion,
     BlockwiseRule::adam,     BlockwiseRule::lamb};
 
+// A codebook of quant/ as the kernels' search structure.
+cpu::BlockCodebook block_codebook(const std::string& name) {
+  const quant::Codebook cb = quant::make_codebook(name);
+  return cpu::BlockCodebook(cb.codes().data(), cb.size());
+}
+
 // The four maps of the optimizer states.
 struct Maps {
-  cpu::BlockCodebook dyn8{ref::dynamic_map(true, 8, 7).data(), 256};
-  cpu::BlockCodebook udyn8{ref::dynamic_map(false, 8, 7).data(), 256};
-  cpu::BlockCodebook dyn4{ref::dynamic_map(true, 4, 3).data(), 16};
-  cpu::BlockCodebook lin4{ref::zero_free_linear_map(4).data(), 16};
+  cpu::BlockCodebook dyn8 = block_codebook("dynamic");
+  cpu::BlockCodebook udyn8 = block_codebook("udynamic");
+  cpu::BlockCodebook dyn4 = block_codebook("dynamic4");
+  cpu::BlockCodebook lin4 = block_codebook("ulinear_nz");
 };
 const Maps& maps() {
   static const Maps m;
