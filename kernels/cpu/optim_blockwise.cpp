@@ -305,18 +305,25 @@ struct Simd {
           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i / 2)));
     }
     __m512i idx = _mm512_cvtepu8_epi32(b);
+    if constexpr (kBits == 4) {  // 16 codes: one in-register permute
+      const __m512 table = _mm512_loadu_ps(values);
+      return _mm512_mul_ps(_mm512_permutexvar_ps(idx, table), absmax.v);
+    }
     return _mm512_mul_ps(_mm512_i32gather_ps(idx, values, 4), absmax.v);
   }
 
+  // kClampHi = false: the caller guarantees |x| < 2 (the table covers it).
+  template <bool kClampHi>
   static __m512i index(const BlockCodebook::Table& t, __m512 x) {
     const __m512i zero = _mm512_setzero_si512();
     __m512i u = _mm512_castps_si512(x);
-    if (!t.is_signed) u = _mm512_max_epi32(u, zero);
     const __m512i lowmask = _mm512_set1_epi32((1 << t.shift) - 1);
     const __m512i lo = _mm512_set1_epi32(int(t.lo));
-    __m512i mag = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-    mag = _mm512_min_epi32(_mm512_max_epi32(mag, lo),
-                           _mm512_set1_epi32(int(t.hi)));
+    // Unsigned tables: negative x (as int32 < 0) clamp to lo like +tiny.
+    __m512i mag =
+        t.is_signed ? _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)) : u;
+    mag = _mm512_max_epi32(mag, lo);
+    if (kClampHi) mag = _mm512_min_epi32(mag, _mm512_set1_epi32(int(t.hi)));
     __m512i j =
         _mm512_srl_epi32(_mm512_sub_epi32(mag, lo), _mm_cvtsi32_si128(t.shift));
     __m512i low = _mm512_and_si512(mag, lowmask);
@@ -334,10 +341,10 @@ struct Simd {
 
   // Codes of kQ states x * inv, stored at out (element kQ-aligned).
   static constexpr int kQ = 16;
-  template <int kBits>
+  template <int kBits, bool kClampHi>
   static void quantize(const BlockCodebook::Table& t, const float* x, F inv,
                        uint8_t* out) {
-    __m512i q = index(t, _mm512_mul_ps(_mm512_loadu_ps(x), inv.v));
+    __m512i q = index<kClampHi>(t, _mm512_mul_ps(_mm512_loadu_ps(x), inv.v));
     if constexpr (kBits == 8) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
                        _mm512_cvtepi32_epi8(q));
@@ -390,14 +397,17 @@ struct Simd {
     return _mm256_mul_ps(_mm256_i32gather_ps(values, idx, 4), absmax.v);
   }
 
+  // kClampHi = false: the caller guarantees |x| < 2 (the table covers it).
+  template <bool kClampHi>
   static __m256i index(const BlockCodebook::Table& t, __m256 x) {
     __m256i u = _mm256_castps_si256(x);
-    if (!t.is_signed) u = _mm256_max_epi32(u, _mm256_setzero_si256());
     const __m256i lowmask = _mm256_set1_epi32((1 << t.shift) - 1);
     const __m256i lo = _mm256_set1_epi32(int(t.lo));
-    __m256i mag = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
-    mag = _mm256_min_epi32(_mm256_max_epi32(mag, lo),
-                           _mm256_set1_epi32(int(t.hi)));
+    // Unsigned tables: negative x (as int32 < 0) clamp to lo like +tiny.
+    __m256i mag =
+        t.is_signed ? _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)) : u;
+    mag = _mm256_max_epi32(mag, lo);
+    if (kClampHi) mag = _mm256_min_epi32(mag, _mm256_set1_epi32(int(t.hi)));
     __m256i j =
         _mm256_srl_epi32(_mm256_sub_epi32(mag, lo), _mm_cvtsi32_si128(t.shift));
     __m256i low = _mm256_and_si256(mag, lowmask);
@@ -424,12 +434,13 @@ struct Simd {
   }
 
   static constexpr int kQ = 32;
-  template <int kBits>
+  template <int kBits, bool kClampHi>
   static void quantize(const BlockCodebook::Table& t, const float* x, F inv,
                        uint8_t* out) {
     __m256i q[4];
     for (int r = 0; r < 4; ++r) {
-      q[r] = index(t, _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv.v));
+      q[r] =
+          index<kClampHi>(t, _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv.v));
     }
     __m256i bytes = pack32(q[0], q[1], q[2], q[3]);
     if constexpr (kBits == 8) {
@@ -553,7 +564,8 @@ struct Driver {
       const BlockCodebook::Table t = cb.table();
       const Simd::F vinv(inv);
       for (; i + Simd::kQ <= b.len; i += Simd::kQ) {
-        Simd::quantize<kBits>(t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
+        Simd::quantize<kBits, false>(t, buf + i, vinv,
+                                     out + (kBits == 8 ? i : i / 2));
       }
     }
 #endif
@@ -744,7 +756,9 @@ void BlockCodebook::build_table() {
   signed_ = values_[0] < 0.0f;
   int emin = std::ilogb(lo_mag);
   if (std::ldexp(1.0f, emin) == lo_mag) --emin;  // strictly below
-  const int emax = std::ilogb(hi_mag) + 1;       // 2^emax > every |mid|
+  // 2^emax > every |mid|, and >= 2 so requantization (|x| < 2) needs no
+  // upper clamp.
+  const int emax = std::max(std::ilogb(hi_mag) + 1, 1);
   if (emin < -126 || emax > 127) return;
   lo_ = uint32_t(emin + 127) << 23;
   hi_ = uint32_t(emax + 127) << 23;
@@ -839,7 +853,7 @@ void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
     const BlockCodebook::Table t = cb.table();
     const Simd::F one(1.0f);
     for (; i + Simd::kQ <= n; i += Simd::kQ) {
-      Simd::quantize<8>(t, x + i, one, idx + i);
+      Simd::quantize<8, true>(t, x + i, one, idx + i);
     }
   }
 #endif
