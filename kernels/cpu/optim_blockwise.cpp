@@ -288,10 +288,20 @@ struct Simd {
   static F zero() { return _mm512_setzero_ps(); }
   static F load(const float* x) { return _mm512_loadu_ps(x); }
   static void store(float* x, F v) { _mm512_storeu_ps(x, v.v); }
-  static F abs(F v) { return _mm512_abs_ps(v.v); }
-  static F max(F a, F b) { return _mm512_max_ps(a.v, b.v); }
-  static float hmax(F v) { return _mm512_reduce_max_ps(v.v); }
-  static float hsum(F v) { return _mm512_reduce_add_ps(v.v); }
+  // max(m, |s|) for a running maximum m >= 0.
+  static F max_abs(F m, F s) {
+#ifdef __AVX512DQ__
+    return _mm512_range_ps(m.v, s.v, 0x0B);  // larger magnitude, sign cleared
+#else
+    return _mm512_max_ps(m.v, _mm512_abs_ps(s.v));
+#endif
+  }
+  static float hmax(F v) {
+    return _mm512_reduce_max_ps(v.v);
+  }
+  static float hsum(F v) {
+    return _mm512_reduce_add_ps(v.v);
+  }
 
   // State values of the 16 elements from element i (i % 16 == 0).
   template <int kBits>
@@ -316,27 +326,27 @@ struct Simd {
   template <bool kClampHi>
   static __m512i index(const BlockCodebook::Table& t, __m512 x) {
     const __m512i zero = _mm512_setzero_si512();
-    __m512i u = _mm512_castps_si512(x);
-    const __m512i lowmask = _mm512_set1_epi32((1 << t.shift) - 1);
-    const __m512i lo = _mm512_set1_epi32(int(t.lo));
+    const __m512i u = _mm512_castps_si512(x);
+    const __m128i sh = _mm_cvtsi32_si128(t.shift);
+    const __m128i up = _mm_cvtsi32_si128(32 - t.shift);
     // Unsigned tables: negative x (as int32 < 0) clamp to lo like +tiny.
     __m512i mag =
         t.is_signed ? _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)) : u;
-    mag = _mm512_max_epi32(mag, lo);
+    mag = _mm512_max_epi32(mag, _mm512_set1_epi32(int(t.lo)));
     if (kClampHi) mag = _mm512_min_epi32(mag, _mm512_set1_epi32(int(t.hi)));
-    __m512i j =
-        _mm512_srl_epi32(_mm512_sub_epi32(mag, lo), _mm_cvtsi32_si128(t.shift));
-    __m512i low = _mm512_and_si512(mag, lowmask);
+    __m512i j = _mm512_srl_epi32(mag, sh);
+    __m512i low = _mm512_sll_epi32(mag, up);  // the low bits, at the top
     if (t.is_signed) {
       const __mmask16 neg = _mm512_cmplt_epi32_mask(u, zero);
       j = _mm512_mask_add_epi32(j, neg, j, _mm512_set1_epi32(int(t.per_sign)));
-      low = _mm512_mask_xor_epi32(low, neg, low, lowmask);
+      low = _mm512_mask_xor_epi32(low, neg, low,
+                                  _mm512_sll_epi32(_mm512_set1_epi32(-1), up));
     }
-    __m512i e = _mm512_i32gather_epi32(j, t.entries, 4);
-    __m512i c = _mm512_srli_epi32(e, 24);
-    const __mmask16 inc = _mm512_cmpgt_epu32_mask(
-        low, _mm512_and_si512(e, _mm512_set1_epi32(0xFFFFFF)));
-    return _mm512_mask_add_epi32(c, inc, c, _mm512_set1_epi32(1));
+    // e = thr << (32 - shift) | c: low > e iff low > thr (low has zeros
+    // where c sits). The result's low byte is c + inc.
+    const __m512i e = _mm512_i32gather_epi32(j, t.entries, 4);
+    const __mmask16 inc = _mm512_cmpgt_epu32_mask(low, e);
+    return _mm512_mask_add_epi32(e, inc, e, _mm512_set1_epi32(1));
   }
 
   // Codes of kQ states x * inv, stored at out (element kQ-aligned).
@@ -350,6 +360,7 @@ struct Simd {
                        _mm512_cvtepi32_epi8(q));
     } else {
       // qword j = q[2j] | q[2j + 1] << 32 -> byte q[2j] | q[2j + 1] << 4.
+      q = _mm512_and_si512(q, _mm512_set1_epi32(0xFF));
       __m512i pair = _mm512_or_si512(q, _mm512_srli_epi64(q, 28));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
                        _mm512_cvtepi64_epi8(pair));
@@ -364,11 +375,11 @@ struct Simd {
   static F zero() { return _mm256_setzero_ps(); }
   static F load(const float* x) { return _mm256_loadu_ps(x); }
   static void store(float* x, F v) { _mm256_storeu_ps(x, v.v); }
-  static F abs(F v) {
-    return _mm256_and_ps(v.v,
-                         _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  static F max_abs(F m, F s) {
+    return _mm256_max_ps(
+        m.v,
+        _mm256_and_ps(s.v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))));
   }
-  static F max(F a, F b) { return _mm256_max_ps(a.v, b.v); }
   static float hmax(F v) {
     alignas(32) float t[8];
     _mm256_store_ps(t, v.v);
@@ -400,28 +411,29 @@ struct Simd {
   // kClampHi = false: the caller guarantees |x| < 2 (the table covers it).
   template <bool kClampHi>
   static __m256i index(const BlockCodebook::Table& t, __m256 x) {
-    __m256i u = _mm256_castps_si256(x);
-    const __m256i lowmask = _mm256_set1_epi32((1 << t.shift) - 1);
-    const __m256i lo = _mm256_set1_epi32(int(t.lo));
+    const __m256i u = _mm256_castps_si256(x);
+    const __m128i sh = _mm_cvtsi32_si128(t.shift);
+    const __m128i up = _mm_cvtsi32_si128(32 - t.shift);
     // Unsigned tables: negative x (as int32 < 0) clamp to lo like +tiny.
     __m256i mag =
         t.is_signed ? _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)) : u;
-    mag = _mm256_max_epi32(mag, lo);
+    mag = _mm256_max_epi32(mag, _mm256_set1_epi32(int(t.lo)));
     if (kClampHi) mag = _mm256_min_epi32(mag, _mm256_set1_epi32(int(t.hi)));
-    __m256i j =
-        _mm256_srl_epi32(_mm256_sub_epi32(mag, lo), _mm_cvtsi32_si128(t.shift));
-    __m256i low = _mm256_and_si256(mag, lowmask);
+    __m256i j = _mm256_srl_epi32(mag, sh);
+    __m256i low = _mm256_sll_epi32(mag, up);
     if (t.is_signed) {
       __m256i neg = _mm256_srai_epi32(u, 31);
       j = _mm256_add_epi32(
           j, _mm256_and_si256(neg, _mm256_set1_epi32(int(t.per_sign))));
-      low = _mm256_xor_si256(low, _mm256_and_si256(neg, lowmask));
+      low = _mm256_xor_si256(low, _mm256_sll_epi32(neg, up));
     }
     __m256i e =
         _mm256_i32gather_epi32(reinterpret_cast<const int*>(t.entries), j, 4);
-    __m256i c = _mm256_srli_epi32(e, 24);
-    __m256i thr = _mm256_and_si256(e, _mm256_set1_epi32(0xFFFFFF));
-    return _mm256_sub_epi32(c, _mm256_cmpgt_epi32(low, thr));
+    // Unsigned low > e: flip the sign bits for the signed compare.
+    const __m256i flip = _mm256_set1_epi32(int(0x80000000u));
+    __m256i gt = _mm256_cmpgt_epi32(_mm256_xor_si256(low, flip),
+                                    _mm256_xor_si256(e, flip));
+    return _mm256_and_si256(_mm256_sub_epi32(e, gt), _mm256_set1_epi32(0xFF));
   }
 
   // 32 int32 codes (4 vectors, each 0..255) to 32 bytes in order.
@@ -508,10 +520,10 @@ struct Driver {
         vp = vfma(pv, pv, vp);
       }
       Simd::store(buf1 + i, s1);
-      vm1 = Simd::max(vm1, Simd::abs(s1));
+      vm1 = Simd::max_abs(vm1, s1);
       if constexpr (kS == 2) {
         Simd::store(buf2 + i, s2);
-        vm2 = Simd::max(vm2, Simd::abs(s2));
+        vm2 = Simd::max_abs(vm2, s2);
       }
     }
     mx1 = Simd::hmax(vm1);
@@ -800,7 +812,7 @@ void BlockCodebook::build_table() {
         if (has_sign_fix() && s == 1 && c >= z - 1) {
           c = z - 1, thr = lowmask;
         }
-        table_[s * per_sign_ + j] = c << 24 | thr;
+        table_[s * per_sign_ + j] = thr << (32 - shift_) | c;
       }
     }
     if (ok) return;
@@ -809,22 +821,30 @@ void BlockCodebook::build_table() {
 }
 
 BlockCodebook::Table BlockCodebook::table() const {
-  return {table_.data(), lo_, hi_, shift_, per_sign_, signed_};
+  // Indexed by mag >> shift directly: the base sits lo >> shift entries
+  // before the table (only ever offset back into it).
+  const uintptr_t base = reinterpret_cast<uintptr_t>(table_.data()) -
+                         uintptr_t(lo_ >> shift_) * sizeof(uint32_t);
+  return {reinterpret_cast<const uint32_t*>(base),
+          lo_,
+          hi_,
+          shift_,
+          per_sign_,
+          signed_};
 }
 
 int BlockCodebook::quantize_table(float x) const {
   uint32_t u = std::bit_cast<uint32_t>(x);
   if (!signed_ && (u >> 31)) u = 0;
-  const uint32_t lowmask = (1u << shift_) - 1;
   const uint32_t mag = std::clamp(u & 0x7fffffffu, lo_, hi_);
   uint32_t j = (mag - lo_) >> shift_;
-  uint32_t low = mag & lowmask;
+  uint32_t low = mag << (32 - shift_);  // the low bits, at the top
   if (signed_ && (u >> 31)) {
     j += per_sign_;
-    low ^= lowmask;
+    low ^= ~0u << (32 - shift_);
   }
   const uint32_t e = table_[j];
-  return int(e >> 24) + int(low > (e & 0xFFFFFF));
+  return int(e & 0xFF) + int(low > e);  // low > e iff low > thr
 }
 
 int BlockCodebook::nearest(float x) const {

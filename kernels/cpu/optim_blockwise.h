@@ -120,11 +120,13 @@ class BlockCodebook {
 
   // Table layout, for the vector kernels.
   struct Table {
-    const uint32_t* entries;  // (signed ? 2 : 1) * per_sign
-    uint32_t lo, hi;          // magnitude bit patterns clamped to [lo, hi]
-    int shift;                // 23 - k
-    uint32_t per_sign;        // entries for one sign
-    bool is_signed;           // false: negative x are clamped to +0
+    // Entry j (of (signed ? 2 : 1) * per_sign) is at entries[j + (lo >>
+    // shift)]: indexed by magnitude >> shift directly.
+    const uint32_t* entries;
+    uint32_t lo, hi;    // magnitude bit patterns clamped to [lo, hi]
+    int shift;          // 23 - k
+    uint32_t per_sign;  // entries for one sign
+    bool is_signed;     // false: negative x are clamped to +0
   };
   Table table() const;
 
@@ -134,7 +136,7 @@ class BlockCodebook {
 
   std::vector<float> values_;    // (K)
   std::vector<float> mid_down_;  // (K - 1)
-  std::vector<uint32_t> table_;  // bucket entries: count << 24 | low bits
+  std::vector<uint32_t> table_;  // entries: low bits << (32 - shift) | count
   int first_nonneg_ = 0;
   uint32_t lo_ = 0, hi_ = 0, per_sign_ = 0;
   int shift_ = 0;
