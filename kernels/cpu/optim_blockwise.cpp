@@ -268,6 +268,7 @@ inline int load_code(const uint8_t* codes, int64_t i) {
   }
 }
 
+#ifdef KBIT_BLOCKWISE_AVX2
 // n packed 4-bit codes (n even, <= 16) as n bytes in element order.
 inline __m128i unpack_nibbles(__m128i packed) {
   __m128i b = _mm_cvtepu8_epi16(packed);
@@ -275,6 +276,7 @@ inline __m128i unpack_nibbles(__m128i packed) {
   __m128i hi = _mm_slli_epi16(_mm_srli_epi16(b, 4), 8);
   return _mm_or_si128(lo, hi);
 }
+#endif
 
 // ---- SIMD layers: W lanes of loads, dequantization and requantization ----
 // Requantization goes through the codebook's bucket table (sign fix
