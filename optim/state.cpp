@@ -145,11 +145,15 @@ cpu::QuantState StateBuffer::quant_state() const {
 
 Tensor StateBuffer::dequantize(MemTag tag) const {
   Tensor out = Tensor::empty(shape_, DType::f32, tag);
-  float* x = out.data<float>();
+  dequantize_to(out.data<float>());
+  return out;
+}
+
+void StateBuffer::dequantize_to(float* x) const {
   const int64_t n = numel();
   if (!quantized()) {
     if (n > 0) std::memcpy(x, f32_data(), size_t(n) * sizeof(float));
-    return out;
+    return;
   }
   const uint8_t* c = codes_.data<uint8_t>();
   const float* am = absmax_.data<float>();
@@ -169,7 +173,6 @@ Tensor StateBuffer::dequantize(MemTag tag) const {
       for (int64_t i = begin; i < end; ++i) x[i] = code[c[i]] * a;
     }
   }
-  return out;
 }
 
 void StateBuffer::assign(const float* x) {

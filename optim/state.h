@@ -69,6 +69,8 @@ class StateBuffer {
 
   // The decoded state as a new f32 tensor of shape() (any kind).
   Tensor dequantize(MemTag tag = MemTag::workspace) const;
+  // The same into x (numel floats).
+  void dequantize_to(float* x) const;
   // Sets the state to x (numel floats): f32 copies, quantized kinds take
   // each block's absmax = max |x| and the nearest code with the sign fix,
   // exactly as the fused kernels requantize.
