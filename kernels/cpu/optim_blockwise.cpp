@@ -1,9 +1,16 @@
 // Fused blockwise-quantized optimizer steps: one driver templated on the
 // update rule (a small policy with 1 or 2 states) and on the code width (8
 // or 4 bits). The policies are written once against a tiny value type V,
-// which is float for tails and an 8-lane AVX2 vector for the body; every
-// multiply-add is an explicit fma, so both give bit-identical results and the
-// compiler has no mul+add left to contract differently.
+// which is float for tails and a vector for the body; every multiply-add is
+// an explicit fma, so both give bit-identical results and the compiler has
+// no mul+add left to contract differently.
+//
+// SIMD layers: AVX-512 (16 lanes; built with -march=native on this
+// machine), AVX2 + FMA (8 lanes), or scalar only. Measured here (1 thread,
+// CPU time, 1e6 parameters in cache, AVX-512): AdamW 8-bit 2.8 cycles per
+// parameter, 4-bit 2.7; of the 8-bit step, sqrt + division cost ~1.2, the
+// four table loads (two dequantize gathers, two bucket-table gathers) ~0.8.
+// The AVX2 layer runs at ~5.4.
 #include "kernels/cpu/optim_blockwise.h"
 
 #include <omp.h>
