@@ -10,7 +10,7 @@
 // CPU time, 1e6 parameters in cache, AVX-512): AdamW 8-bit 2.8 cycles per
 // parameter, 4-bit 2.7; of the 8-bit step, sqrt + division cost ~1.2, the
 // four table loads (two dequantize gathers, two bucket-table gathers) ~0.8.
-// The AVX2 layer runs at ~5.4.
+// The AVX2 layer runs at ~5.0.
 #include "kernels/cpu/optim_blockwise.h"
 
 #include <omp.h>
