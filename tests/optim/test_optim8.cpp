@@ -116,7 +116,7 @@ StateCompare compare_state(const StateBuffer& q, float* ref) {
     const int64_t len = std::min(kRow, n - begin);
     for (int64_t i = 0; i < len; ++i) {
       const int64_t e = begin + i;
-      const int q4 = (codes[e / 2] >> (4 * (e % 2))) & 0xF;
+      const int q4 = (codes[e / 2] >> (e % 2 ? 0 : 4)) & 0xF;
       dv[i] = code[four ? q4 : codes[e]] * absmax[e / bs];
     }
     int32_t bad = 0;
