@@ -31,9 +31,10 @@ constexpr Bound at_most(double v) {
   return Bound{v, false};
 }
 
-// Quantization block sizes: the powers of two 32..4096.
-const std::vector<std::string> kBlockSizes = {"32",  "64",   "128",  "256",
-                                              "512", "1024", "2048", "4096"};
+// Quantization block sizes: the powers of two 32..4096, or 0 (the default
+// of the state bits).
+const std::vector<std::string> kBlockSizes = {
+    "0", "32", "64", "128", "256", "512", "1024", "2048", "4096"};
 
 std::vector<KeySpec> make_schema() {
   return {
@@ -155,13 +156,20 @@ std::vector<KeySpec> make_schema() {
        below(1),
        {},
        "rmsprop: smoothing of the squared-gradient average"},
-      {"optim.trust_coefficient",
+      {"optim.max_trust_ratio",
        T::number,
-       "0.001",
+       "10.0",
        above(0),
        {},
        {},
-       "lars: trust coefficient of the layer-wise learning rate"},
+       "lamb: largest trust ratio ||p|| / ||u||"},
+      {"optim.max_unorm",
+       T::number,
+       "0.02",
+       at_least(0),
+       {},
+       {},
+       "lars: limit of ||u|| / ||p|| (0 = off)"},
       {"optim.bits",
        T::integer,
        "32",
@@ -171,11 +179,11 @@ std::vector<KeySpec> make_schema() {
        "optimizer state bits (8 and 4: blockwise-quantized states)"},
       {"optim.block_size",
        T::integer,
-       "256",
+       "0",
        {},
        {},
        kBlockSizes,
-       "elements per quantization block (one absmax each)"},
+       "elements per quantization block (0 = 256 at 8 bits, 128 at 4)"},
       {"optim.map",
        T::choice,
        "dynamic",
@@ -209,9 +217,10 @@ std::vector<KeySpec> make_schema() {
        "[]",
        {},
        {},
-       {"bits", "block_size", "map", "blockwise", "lr", "weight_decay"},
+       {"bits", "block_size", "map", "blockwise", "min_8bit_size",
+        "percentile_clipping", "weight_decay"},
        "per-parameter settings: [{pattern: \"*.bias\", bits: 32}, ...]; "
-       "pattern is a glob on parameter names",
+       "pattern: a glob (* and ?) on names; later entries win",
        "pattern"},
       {"optim.clip_grad_norm",
        T::number,

@@ -3,8 +3,6 @@
 // B batch size, D = 784 pixels, K = 10 classes.
 #include "trainer/train_mlp.h"
 
-#include <fnmatch.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -84,6 +82,28 @@ void epoch_order(std::vector<int64_t>& order, uint64_t seed, int64_t epoch) {
   Philox rng(seed, kDataStreamOffset + uint64_t(epoch - 1) * words);
   std::iota(order.begin(), order.end(), int64_t(0));
   shuffle(order, rng);
+}
+
+// Whether glob `p` ('*' any run of characters, '?' one) matches all of
+// `s`: the optimizer's override patterns.
+bool glob_match(const char* p, const char* s) {
+  const char* star = nullptr;  // the last '*' seen, and where it resumed
+  const char* resume = nullptr;
+  while (*s) {
+    if (*p == '*') {
+      star = p++;
+      resume = s;
+    } else if (*p == '?' || *p == *s) {
+      ++p, ++s;
+    } else if (star) {
+      p = star + 1;
+      s = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (*p == '*') ++p;
+  return *p == '\0';
 }
 
 // The optimizer state as Optimizer::save_state writes it (empty for an
@@ -547,7 +567,7 @@ void check_override_patterns(const Config& config,
         std::get<std::string>(overrides[i].fields.at("pattern"));
     bool matched = false;
     for (const auto& np : params) {
-      matched = matched || ::fnmatch(pattern.c_str(), np.first.c_str(), 0) == 0;
+      matched = matched || glob_match(pattern.c_str(), np.first.c_str());
     }
     if (matched) continue;
     constexpr size_t kShown = 12;  // names listed before "..."

@@ -191,7 +191,7 @@ TEST_CASE("config: an out-of-range value names the bound") {
 TEST_CASE("config: optim keys for quantized states and new optimizers") {
   TempDir dir;
   const std::string sizes =
-      "expected one of 32, 64, 128, 256, 512, 1024, 2048, 4096";
+      "expected one of 0, 32, 64, 128, 256, 512, 1024, 2048, 4096";
   std::string path = dir.write("x.yaml", with_line(6, "  name: adamv"));
   CHECK(load_error(path) == path +
                                 ":6: optim.name: expected one of sgd, adam, "
@@ -271,17 +271,19 @@ TEST_CASE("config: optim.overrides is a list of checked mappings") {
   path = dir.write("x.yaml", with_line(7,
                                        "  overrides:\n"
                                        "    - {pattern: a, bitz: 8}"));
-  CHECK(load_error(path) == path +
-                                ":8: optim.overrides[0].bitz: unknown field; "
-                                "expected pattern and any of bits, "
-                                "block_size, map, blockwise, lr, "
-                                "weight_decay; did you mean 'bits'?");
+  CHECK(load_error(path) ==
+        path +
+            ":8: optim.overrides[0].bitz: unknown field; "
+            "expected pattern and any of bits, "
+            "block_size, map, blockwise, min_8bit_size, "
+            "percentile_clipping, weight_decay; did you mean 'bits'?");
   path = dir.write("x.yaml", with_line(7, "  overrides: {pattern: a}"));
-  CHECK(load_error(path) == path +
-                                ":7: optim.overrides: expected a list of "
-                                "mappings, each with pattern and any of bits, "
-                                "block_size, map, blockwise, lr, "
-                                "weight_decay, got a mapping");
+  CHECK(load_error(path) ==
+        path +
+            ":7: optim.overrides: expected a list of "
+            "mappings, each with pattern and any of bits, "
+            "block_size, map, blockwise, min_8bit_size, "
+            "percentile_clipping, weight_decay, got a mapping");
   path = dir.write("x.yaml", with_line(7, "  overrides: [fc0]"));
   CHECK(load_error(path).rfind(
             path + ":7: optim.overrides[0]: expected a mapping with pattern",

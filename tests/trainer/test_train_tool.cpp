@@ -172,3 +172,50 @@ TEST_CASE("train tool: a non-finite loss stops the run with exit 2") {
   CHECK(read_text(dir / "run/summary.json")
             .find("\"status\": \"non_finite_loss\"") != std::string::npos);
 }
+
+TEST_CASE("train tool: bad optim settings and resumes exit 2, no folder") {
+  TempDir dir;
+  const std::string names =
+      "sgd, adam, adamw, rmsprop, adagrad, lion, lamb, lars";
+  const std::string sizes = "0, 32, 64, 128, 256, 512, 1024, 2048, 4096";
+  auto refused = [&](const std::string& optim) {
+    dir.write("bad.yaml", std::string(kTiny) + "optim:\n" + optim);
+    return run_train(dir, "bad.yaml");
+  };
+  Result r = refused("  name: adan\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err == "bad.yaml:11: optim.name: expected one of " + names +
+                     ", got 'adan'; did you mean 'adam'?\n");
+  r = refused("  bits: 7\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "bad.yaml:11: optim.bits: expected one of 32, 8, 4, got "
+        "'7'\n");
+  r = refused("  block_size: 8192\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err == "bad.yaml:11: optim.block_size: expected one of " + sizes +
+                     ", got '8192'\n");
+  r = refused("  block_size: 96\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err == "bad.yaml:11: optim.block_size: expected one of " + sizes +
+                     ", got '96'\n");
+  // Checked against the model's parameter names, before the run folder.
+  r = refused(
+      "  overrides:\n    - {pattern: \"*.bias\", bits: 32}\n"
+      "    - {pattern: \"*.nope\", bits: 32}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "bad.yaml:13: optim.overrides[1].pattern: '*.nope' matches "
+        "no parameter; parameters are fc0.weight, fc0.bias, "
+        "fc1.weight, fc1.bias\n");
+
+  r = run_train(dir, "--resume runs/none");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "--resume runs/none: expected a run folder with "
+        "resolved.yaml, got none\n");
+  r = run_train(dir, "bad.yaml --resume runs/none");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("--resume: expected no CONFIG and no --out", 0) == 0);
+  CHECK_FALSE(fs::exists(dir / "runs"));
+}
