@@ -7,9 +7,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "optim/optimizer.h"
 #include "trainer/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -61,6 +64,12 @@ int count_lines_starting(const std::string& text, const std::string& start) {
   }
   return n;
 }
+
+// True once the optimizers can save their state (Optimizer::save_state).
+template <typename O>
+constexpr bool kHasState = requires(const O& o, std::ostream& s) {
+  o.save_state(s);
+};
 
 }  // namespace
 
@@ -218,4 +227,55 @@ TEST_CASE("train tool: bad optim settings and resumes exit 2, no folder") {
   CHECK(r.exit_code == 2);
   CHECK(r.err.rfind("--resume: expected no CONFIG and no --out", 0) == 0);
   CHECK_FALSE(fs::exists(dir / "runs"));
+}
+
+TEST_CASE("train tool: --resume continues a stopped run in its folder") {
+  if (!kHasState<kbit::Optimizer>) {
+    MESSAGE("skipped: Optimizer::save_state is not in this build");
+    return;
+  }
+  TempDir dir;
+  dir.write("tiny.yaml", kTiny);
+  Result r = run_train(dir, "tiny.yaml --out whole");
+  REQUIRE(r.exit_code == 0);
+  r = run_train(dir, "tiny.yaml --out part --set train.stop_at_step=6");
+  CAPTURE(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("stopped after step 6 (train.stop_at_step); continue "
+                   "with: train --resume part") != std::string::npos);
+  r = run_train(dir, "--resume part --set optim.lr=1");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("--set optim.lr=1: optim.lr: cannot change on --resume",
+                    0) == 0);
+  r = run_train(dir, "--resume part");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("run folder: part (resumed at step 6)") !=
+        std::string::npos);
+  // Same losses and evaluations (the timing columns aside).
+  auto losses = [&](const std::string& run) {
+    std::string out, text = read_text(dir / (run + "/metrics.csv"));
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      std::vector<std::string> cols(1);
+      for (char c : line) c == ',' ? cols.emplace_back() : cols.back() += c;
+      REQUIRE(cols.size() == 8);
+      cols[4] = cols[5] = "";  // ms_per_step, samples_per_s
+      for (const std::string& c : cols) out += c + ",";
+      out += "\n";
+    }
+    return out;
+  };
+  CHECK(losses("part") == losses("whole"));
+  CHECK(count_lines_starting(read_text(dir / "part/metrics.csv"), "") ==
+        1 + 4 + 2);
+  CHECK(
+      read_text(dir / "part/summary.json").find("\"status\": \"completed\"") !=
+      std::string::npos);
+
+  // A damaged checkpoint is refused with exit 2.
+  std::string bytes = read_text(dir / "part/checkpoint.bin");
+  dir.write("part/checkpoint.bin", bytes.substr(0, bytes.size() - 9));
+  r = run_train(dir, "--resume part");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("checkpoint part/checkpoint.bin: truncated (", 0) == 0);
 }
