@@ -34,6 +34,23 @@ void Module::zero_grad() const {
   for (const auto& np : named_parameters()) np.second.zero_grad();
 }
 
+std::vector<std::pair<std::string, int>> Module::optim_bits_hints() const {
+  std::vector<std::pair<std::string, int>> out = optim_bits_;
+  for (const auto& [name, child] : children_) {
+    for (auto& [sub, bits] : child->optim_bits_hints()) {
+      out.emplace_back(name + "." + sub, bits);
+    }
+  }
+  return out;
+}
+
+void Module::force_optim_bits(const std::string& name, int bits) {
+  bool found = false;
+  for (const auto& np : params_) found = found || np.first == name;
+  KBIT_CHECK(found, "[module] force_optim_bits: no parameter '", name, "'");
+  optim_bits_.emplace_back(name, bits);
+}
+
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   KBIT_CHECK(value.defined(), "[module] parameter '", name, "' is undefined");
   for (const auto& np : params_) {

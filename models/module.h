@@ -30,9 +30,16 @@ class Module {
   bool training() const { return training_; }
   void zero_grad() const;  // drops every parameter's gradient
 
+  // Optimizer-state bits a module forces for some of its parameters, as
+  // (dotted parameter name, bits), children included; make_optimizer(Module)
+  // applies them after the config's overrides (StableEmbedding: 32).
+  std::vector<std::pair<std::string, int>> optim_bits_hints() const;
+
  protected:
   // Registers `value` (made requires_grad, tagged param) under `name`.
   Tensor register_parameter(const std::string& name, Tensor value);
+  // Forces the optimizer state of parameter `name` to `bits` bits.
+  void force_optim_bits(const std::string& name, int bits);
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name,
                                      std::shared_ptr<M> module) {
@@ -42,6 +49,7 @@ class Module {
 
  private:
   std::vector<NamedTensor> params_;
+  std::vector<std::pair<std::string, int>> optim_bits_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
 };

@@ -1,27 +1,18 @@
-// SGD with momentum (and Nesterov momentum), 32-bit state.
+// SGD with momentum (and Nesterov momentum): RuleOptimizer with the
+// momentum / nesterov rule (optim/rule_optimizer.h).
 //
-// Uses lr, momentum, nesterov and weight_decay (L2, added to the gradient)
-// from OptimConfig; the Adam fields are ignored. The update math is
-// cpu::MomentumRule / cpu::SgdRule (kernels/cpu/optim_update.h). With
-// momentum 0 no state is allocated.
+// Uses lr, momentum, nesterov, weight_decay (L2, added to the gradient) and
+// the state settings from OptimConfig. With momentum 0 no state is
+// allocated (plain SGD, cpu::sgd_update).
 #pragma once
 
-#include "optim/optimizer.h"
-#include "optim/state.h"
+#include "optim/rule_optimizer.h"
 
 namespace kbit {
 
-class SGD : public Optimizer {
+class SGD : public RuleOptimizer {
  public:
   SGD(std::vector<NamedTensor> params, OptimConfig config);
-  int64_t state_bytes() const override { return states_.bytes(); }
-
- protected:
-  void update(size_t i, const Tensor& param, const Tensor& grad,
-              int64_t step) override;
-
- private:
-  StateStore states_;  // per parameter: the momentum buffer b
 };
 
 }  // namespace kbit

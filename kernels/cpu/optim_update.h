@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cpu/optim_blockwise.h"
+
 namespace kbit::cpu {
 
 // Hyperparameters of one Adam/AdamW update (all as the optimizer holds them).
@@ -130,5 +132,19 @@ void adam_update(const AdamHyper& h, float* p, const float* g, float* m,
 // b is the momentum buffer; it must be null exactly when momentum is 0.
 void sgd_update(const SgdHyper& h, float* p, const float* g, float* b,
                 int64_t n);
+
+// ---- every blockwise rule on 32-bit states ----
+// The rules of kernels/cpu/optim_blockwise.h (the same formulas, fma for
+// fma, and the same BlockwiseScalars) on f32 state arrays: the 32-bit twin
+// of blockwise_step, so a 32-bit and an 8-bit optimizer of one rule differ
+// only by quantization. OpenMP over chunks above the size threshold.
+// p, g, s1: (n); s2: (n) for two-state rules (adam, lamb), else unused.
+void rule_update_f32(BlockwiseRule rule, const BlockwiseHyper& h, float* p,
+                     const float* g, float* s1, float* s2, int64_t n);
+// First pass of LAMB / LARS on f32 states: sum u^2 and sum p^2 of the
+// update rule_update_f32 would apply; writes nothing.
+BlockwiseNorms rule_norms_f32(BlockwiseRule rule, const BlockwiseHyper& h,
+                              const float* p, const float* g, const float* s1,
+                              const float* s2, int64_t n);
 
 }  // namespace kbit::cpu
