@@ -106,31 +106,19 @@ bool glob_match(const char* p, const char* s) {
   return *p == '\0';
 }
 
-// The optimizer state as Optimizer::save_state writes it (empty for an
-// optimizer without one). Templates, so that the test of `requires` holds
-// for any Optimizer interface.
-template <typename O>
-std::string save_optimizer_state(const O& o) {
+std::string save_optimizer_state(const Optimizer& o) {
   std::ostringstream out;
-  if constexpr (requires(std::ostream & s) { o.save_state(s); }) {
-    o.save_state(out);
-  }
+  o.save_state(out);
   return out.str();
 }
 
-template <typename O>
-void load_optimizer_state(O& o, const std::string& blob,
+void load_optimizer_state(Optimizer& o, const std::string& blob,
                           const std::string& path) {
-  if constexpr (requires(std::istream & s) { o.load_state(s); }) {
-    std::istringstream in(blob);
-    try {
-      o.load_state(in);
-    } catch (const UserError& e) {
-      throw UserError("checkpoint " + path + ": optimizer state: " + e.what());
-    }
-  } else {
-    throw UserError("checkpoint " + path + ": cannot restore the optimizer " +
-                    "state: this build's optimizers have no load_state");
+  std::istringstream in(blob);
+  try {
+    o.load_state(in);
+  } catch (const UserError& e) {
+    throw UserError("checkpoint " + path + ": optimizer state: " + e.what());
   }
 }
 
@@ -199,20 +187,64 @@ OptimConfig optim_config(const Config& c) {
   o.beta1 = c.get_double("optim.beta1");
   o.beta2 = c.get_double("optim.beta2");
   o.eps = c.get_double("optim.eps");
+  o.alpha = c.get_double("optim.alpha");
   o.bits = int(c.get_int("optim.bits"));
   o.block_size = int(c.get_int("optim.block_size"));
+  o.map = c.get_string("optim.map");
+  o.blockwise = c.get_bool("optim.blockwise");
   o.min_8bit_size = c.get_int("optim.min_8bit_size");
+  o.percentile_clipping = int(c.get_int("optim.percentile_clipping"));
   o.clip_grad_norm = c.get_double("optim.clip_grad_norm");
+  o.max_trust_ratio = c.get_double("optim.max_trust_ratio");
+  o.max_unorm = c.get_double("optim.max_unorm");
+  for (const ConfigMap& m : c.get_map_list("optim.overrides")) {
+    OptimOverride v;
+    auto field = [&](const char* key) -> const ScalarValue* {
+      auto it = m.fields.find(key);
+      return it == m.fields.end() ? nullptr : &it->second;
+    };
+    v.pattern = std::get<std::string>(*field("pattern"));
+    if (auto* f = field("bits")) v.bits = int(std::get<int64_t>(*f));
+    if (auto* f = field("block_size")) {
+      v.block_size = int(std::get<int64_t>(*f));
+    }
+    if (auto* f = field("map")) v.map = std::get<std::string>(*f);
+    if (auto* f = field("blockwise")) v.blockwise = std::get<bool>(*f);
+    if (auto* f = field("min_8bit_size")) {
+      v.min_8bit_size = std::get<int64_t>(*f);
+    }
+    if (auto* f = field("percentile_clipping")) {
+      v.percentile_clipping = int(std::get<int64_t>(*f));
+    }
+    if (auto* f = field("weight_decay")) v.weight_decay = std::get<double>(*f);
+    o.overrides.push_back(std::move(v));
+  }
   return o;
+}
+
+// The optimizer's own message ("optim.bits: expected ...") prefixed with
+// where that key was set; "optim.overrides[i]...." with entry i's line.
+std::string with_origin(const Config& c, const std::string& message) {
+  const std::string key = message.substr(0, message.find(':'));
+  const std::string prefix = "optim.overrides[";
+  if (key.rfind(prefix, 0) == 0) {
+    const size_t i = std::stoul(key.substr(prefix.size()));
+    const auto overrides = c.get_map_list("optim.overrides");
+    if (i < overrides.size()) return overrides[i].origin + ": " + message;
+  }
+  if (find_key_spec(key)) return c.origin(key) + ": " + message;
+  return c.path() + ": " + message;
 }
 
 std::unique_ptr<Optimizer> build_optimizer(const Config& c,
                                            std::vector<NamedTensor> params) {
   check_override_patterns(c, params);
+  const OptimConfig o = optim_config(c);
   try {
-    return make_optimizer(std::move(params), optim_config(c));
+    validate_optim_config(o);
+    return make_optimizer(std::move(params), o);
   } catch (const UserError& e) {
-    throw UserError(c.path() + ": " + e.what());
+    throw UserError(with_origin(c, e.what()));
   }
 }
 
@@ -304,6 +336,8 @@ MlpRun::MlpRun(const Config& config, const RunOptions& options, Data data,
 }
 
 RunSummary MlpRun::run() {
+  // A resume checks its checkpoint first: a bad one gives one message.
+  if (!options_.resume.empty()) restore();
   std::string table = config_.table();
   table.pop_back();  // the last newline
   emit("config " + config_.path() + "\n" + table);
@@ -337,7 +371,6 @@ RunSummary MlpRun::run() {
 
 void MlpRun::open_run_dir() {
   if (!options_.resume.empty()) {
-    restore();  // checks everything before any file changes
     run_dir_ = options_.resume;
     emit(str("run folder: ", run_dir_, " (resumed at step ", step_, ")"));
     metrics_ = MetricsCsv::resume(run_dir_ + "/metrics.csv", step_);

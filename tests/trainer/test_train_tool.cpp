@@ -65,12 +65,6 @@ int count_lines_starting(const std::string& text, const std::string& start) {
   return n;
 }
 
-// True once the optimizers can save their state (Optimizer::save_state).
-template <typename O>
-constexpr bool kHasState = requires(const O& o, std::ostream& s) {
-  o.save_state(s);
-};
-
 }  // namespace
 
 TEST_CASE("train tool: bad input exits 2 with no run folder") {
@@ -230,10 +224,6 @@ TEST_CASE("train tool: bad optim settings and resumes exit 2, no folder") {
 }
 
 TEST_CASE("train tool: --resume continues a stopped run in its folder") {
-  if (!kHasState<kbit::Optimizer>) {
-    MESSAGE("skipped: Optimizer::save_state is not in this build");
-    return;
-  }
   TempDir dir;
   dir.write("tiny.yaml", kTiny);
   Result r = run_train(dir, "tiny.yaml --out whole");
