@@ -202,6 +202,11 @@ TEST_CASE("train tool: bad optim settings and resumes exit 2, no folder") {
   CHECK(r.exit_code == 2);
   CHECK(r.err == "bad.yaml:11: optim.block_size: expected one of " + sizes +
                      ", got '96'\n");
+  // The optimizer's own checks, prefixed with where the key was set.
+  r = refused("  name: sgd\n  bits: 4\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("bad.yaml:12: optim.bits: ", 0) == 0);
+  CHECK(count_lines_starting(r.err, "") == 1);
   // Checked against the model's parameter names, before the run folder.
   r = refused(
       "  overrides:\n    - {pattern: \"*.bias\", bits: 32}\n"
