@@ -7,14 +7,17 @@
 //
 // Per N the kernels run alternately, R times each (after two warm-up
 // steps), and the median wall time (and the minimum) is reported with
-// parameters per second, GB/s
-// at the bytes each must move per parameter and the ratio to the 32-bit
-// step. Bytes per parameter: 32-bit 28 (read p, g, m, v; write p, m, v),
-// 8-bit 16 (p, g and p written: 12; codes m, v read and written: 4), 4-bit
-// 14; the per-block absmax adds 0.06 (8-bit) / 0.25 (4-bit) and is not
+// parameters per second, GB/s at the bytes each must move per parameter, the
+// ratio to the 32-bit step, core cycles per parameter at the nominal clock
+// and cpu%: the process CPU time over wall time x threads (below ~90% the
+// machine was shared and a compute-bound kernel loses more than a
+// bandwidth-bound one). Bytes per parameter: 32-bit 28 (read p, g, m, v; write
+// p, m, v), 8-bit 16 (p, g and p written: 12; codes m, v read and written: 4),
+// 4-bit 14; the per-block absmax adds 0.06 (8-bit) / 0.25 (4-bit) and is not
 // counted. The 32-bit step is optim's fused kernel (kernels/cpu/
 // optim_update.h, adam_update), the same formula as the blockwise one.
 #include <omp.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +28,7 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/optim_blockwise.h"
@@ -60,10 +64,19 @@ void traffic8(int64_t n, float* p, const float* g, uint8_t* m, uint8_t* v) {
   }
 }
 
-double seconds_of(const std::function<void()>& f) {
+double process_cpu_seconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// Wall seconds of one call; cpu gets the process CPU seconds it used.
+double seconds_of(const std::function<void()>& f, double& cpu) {
+  const double c0 = process_cpu_seconds();
   const auto t0 = std::chrono::steady_clock::now();
   f();
   const auto t1 = std::chrono::steady_clock::now();
+  cpu = process_cpu_seconds() - c0;
   return std::chrono::duration<double>(t1 - t0).count();
 }
 
@@ -90,10 +103,13 @@ kbit::cpu::BlockCodebook block_codebook(const std::string& name) {
 }
 
 struct Kernel {
+  Kernel(const char* n, double b, std::function<void()> f)
+      : name(n), bytes(b), run(std::move(f)) {}
   const char* name;
   double bytes;  // per parameter
   std::function<void()> run;
   std::vector<double> times;
+  std::vector<double> cpu_share;  // CPU seconds / (wall seconds * threads)
 };
 
 // One N: returns false when the 8-bit step is slower than the 32-bit one.
@@ -143,47 +159,43 @@ bool bench_size(int64_t n, int reps, bool judge) {
   a4.s2 = {v4.data(), av4.data(), &cb_v4};
 
   std::vector<Kernel> ks = {
-      {"adam32 (optim_update, f32)",
-       28,
+      {"adam32 (optim_update, f32)", 28,
        [&] {
          kbit::cpu::adam_update(h32, p.data(), g.data(), m.data(), v.data(), n);
-       },
-       {}},
-      {"adam8 blockwise (B=256)",
-       16,
-       [&] { kbit::cpu::blockwise_step(BlockwiseRule::adam, h, a8); },
-       {}},
-      {"adam4 blockwise (B=128)",
-       14,
-       [&] { kbit::cpu::blockwise_step(BlockwiseRule::adam, h, a4); },
-       {}},
-      {"adam32-traffic (28 B)",
-       28,
-       [&] { traffic32(n, p.data(), g.data(), m.data(), v.data()); },
-       {}},
-      {"adam8-traffic (16 B)",
-       16,
-       [&] { traffic8(n, p.data(), g.data(), t8a.data(), t8b.data()); },
-       {}},
+       }},
+      {"adam8 blockwise (B=256)", 16,
+       [&] { kbit::cpu::blockwise_step(BlockwiseRule::adam, h, a8); }},
+      {"adam4 blockwise (B=128)", 14,
+       [&] { kbit::cpu::blockwise_step(BlockwiseRule::adam, h, a4); }},
+      {"adam32-traffic (28 B)", 28,
+       [&] { traffic32(n, p.data(), g.data(), m.data(), v.data()); }},
+      {"adam8-traffic (16 B)", 16,
+       [&] { traffic8(n, p.data(), g.data(), t8a.data(), t8b.data()); }},
   };
   for (Kernel& kr : ks) kr.run(), kr.run();  // warm-up, states non-zero
   for (int r = 0; r < reps; ++r) {
-    for (Kernel& kr : ks) kr.times.push_back(seconds_of(kr.run));
+    for (Kernel& kr : ks) {
+      double cpu = 0;
+      const double t = seconds_of(kr.run, cpu);
+      kr.times.push_back(t);
+      kr.cpu_share.push_back(cpu / (t * omp_get_max_threads()));
+    }
   }
 
   const double ghz = cpu_ghz();
   const int threads = omp_get_max_threads();
   const double t32 = median(ks[0].times);
   std::fprintf(stderr, "\nN = %.0e  (%d reps, median)\n", double(n), reps);
-  std::fprintf(stderr, "%-32s %9s %9s %11s %7s %9s %11s\n", "kernel", "ms",
-               "min ms", "params/s", "GB/s", "vs 32bit", "cyc/param/c");
+  std::fprintf(stderr, "%-32s %9s %9s %11s %7s %9s %11s %5s\n", "kernel", "ms",
+               "min ms", "params/s", "GB/s", "vs 32bit", "cyc/param/c", "cpu%");
   for (const Kernel& kr : ks) {
     const double t = median(kr.times);
     const double tmin = *std::min_element(kr.times.begin(), kr.times.end());
-    std::fprintf(stderr, "%-32s %9.3f %9.3f %11.3e %7.2f %8.2fx %11.2f\n",
+    std::fprintf(stderr, "%-32s %9.3f %9.3f %11.3e %7.2f %8.2fx %11.2f %5.0f\n",
                  kr.name, t * 1e3, tmin * 1e3, double(n) / t,
                  kr.bytes * double(n) / t / 1e9, t32 / t,
-                 t * ghz * 1e9 * threads / double(n));
+                 t * ghz * 1e9 * threads / double(n),
+                 100.0 * median(kr.cpu_share));
   }
   const double t8 = median(ks[1].times);
   if (!judge) return true;

@@ -2,6 +2,7 @@
 #include "optim/state.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -120,7 +121,7 @@ StateBuffer StateBuffer::zeros_quant(const Shape& shape, int64_t block_size,
   if (cb.bits == 4) zero = uint8_t(zero | (zero << 4));
   if (nbytes > 0) std::memset(b.codes_.data<uint8_t>(), zero, size_t(nbytes));
   if (cb.bits == 4 && n % 2 == 1) {
-    b.codes_.data<uint8_t>()[nbytes - 1] &= 0x0F;  // the unused high nibble
+    b.codes_.data<uint8_t>()[nbytes - 1] &= 0xF0;  // the unused low nibble
   }
   return b;
 }
@@ -145,11 +146,15 @@ cpu::QuantState StateBuffer::quant_state() const {
 
 Tensor StateBuffer::dequantize(MemTag tag) const {
   Tensor out = Tensor::empty(shape_, DType::f32, tag);
-  float* x = out.data<float>();
+  dequantize_to(out.data<float>());
+  return out;
+}
+
+void StateBuffer::dequantize_to(float* x) const {
   const int64_t n = numel();
   if (!quantized()) {
     if (n > 0) std::memcpy(x, f32_data(), size_t(n) * sizeof(float));
-    return out;
+    return;
   }
   const uint8_t* c = codes_.data<uint8_t>();
   const float* am = absmax_.data<float>();
@@ -163,13 +168,12 @@ Tensor StateBuffer::dequantize(MemTag tag) const {
     const float a = am[blk];
     if (four) {
       for (int64_t i = begin; i < end; ++i) {
-        x[i] = code[(c[i / 2] >> (4 * (i % 2))) & 0xF] * a;
+        x[i] = code[(c[i / 2] >> (i % 2 ? 0 : 4)) & 0xF] * a;
       }
     } else {
       for (int64_t i = begin; i < end; ++i) x[i] = code[c[i]] * a;
     }
   }
-  return out;
 }
 
 void StateBuffer::assign(const float* x) {
@@ -192,7 +196,7 @@ void StateBuffer::assign(const float* x) {
       amax = std::max(amax, std::fabs(x[begin + i]));
     }
     am[blk] = amax;
-    const float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+    const float inv = amax >= FLT_MIN ? 1.0f / amax : 0.0f;  // as kernels
     for (int64_t i = 0; i < len; ++i) scaled[size_t(i)] = x[begin + i] * inv;
     cpu::code_indices(codebook_->block, scaled.data(), len, idx.data());
     for (int64_t i = 0; i < len; ++i) {
@@ -200,9 +204,9 @@ void StateBuffer::assign(const float* x) {
       if (!four) {
         c[e] = idx[size_t(i)];
       } else if (e % 2 == 0) {
-        c[e / 2] = idx[size_t(i)];
+        c[e / 2] = uint8_t(idx[size_t(i)] << 4);
       } else {
-        c[e / 2] = uint8_t(c[e / 2] | (idx[size_t(i)] << 4));
+        c[e / 2] = uint8_t(c[e / 2] | idx[size_t(i)]);
       }
     }
   }

@@ -4,8 +4,9 @@
 // of one of three kinds, all allocated under the optim_state tag:
 //   f32  the state itself, the parameter's shape
 //   q8   codes: u8 (n); absmax: f32 (nb); a shared StateCodebook of 256
-//   q4   codes: u8 ((n + 1) / 2), two per byte, the even element in the low
-//        nibble; absmax: f32 (nb); a StateCodebook of 16
+//   q4   codes: u8 ((n + 1) / 2), two per byte, the even element in the
+//        high nibble (as quant/ packs); absmax: f32 (nb); a StateCodebook of
+//        16
 // n = numel, B = block_size, nb = ceil(n / B); block_size 0 means one absmax
 // for the whole tensor (nb = 1, the tensor-wise ablation). The decoded state
 // of element i is codebook[code_i] * absmax[i / B]. A fresh quantized buffer
@@ -29,8 +30,8 @@ namespace kbit {
 // quantile / uquantile (8-bit) or quantile4 / uquantile4: codes at the
 // quantiles of N(0,1) and of chi-square(1) (a fixed fit; a state's own
 // distribution moves while it trains). Codebooks with fewer than 2^bits
-// values (linear: 255) are padded by repeating the largest value, which
-// nearest-code search never picks.
+// values (linear: 255) are padded by repeating the largest value (every
+// copy decodes to the same value).
 struct StateCodebook {
   std::string name;
   int bits = 8;               // 8 or 4
@@ -69,6 +70,8 @@ class StateBuffer {
 
   // The decoded state as a new f32 tensor of shape() (any kind).
   Tensor dequantize(MemTag tag = MemTag::workspace) const;
+  // The same into x (numel floats).
+  void dequantize_to(float* x) const;
   // Sets the state to x (numel floats): f32 copies, quantized kinds take
   // each block's absmax = max |x| and the nearest code with the sign fix,
   // exactly as the fused kernels requantize.

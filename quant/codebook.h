@@ -10,7 +10,9 @@
 //   int2..int8        symmetric integers -(2^(k-1)-1)..2^(k-1)-1 over max
 //   e{E}m{M}          sign + E exponent + M mantissa bits, IEEE-like bias
 //                     2^(E-1)-1, subnormals, no inf/NaN codes, over max;
-//                     fp8_e4m3 = e4m3, fp8_e5m2 = e5m2
+//                     fp8_e4m3 = e4m3, fp8_e5m2 = e5m2 (bitsandbytes'
+//                     create_fp8_map puts its subnormals 4x lower, e.g.
+//                     1.0e-6 instead of 4.1e-6 for e4m3; these are IEEE's)
 //   fp4               the e2m1 table bitsandbytes' kernels use:
 //                     +-{0, 0.0625, 2, 3, 4, 6, 8, 12} / 12
 //   dynamic, udynamic dynamic tree maps, signed and unsigned (8 bits; the

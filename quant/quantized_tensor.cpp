@@ -183,8 +183,14 @@ QuantizedTensor QuantizedTensor::load(std::istream& in,
     int code = packed ? (i % 2 == 0 ? c[i / 2] >> 4 : c[i / 2] & 15) : c[i];
     r.check(code < int(ncodes), "codes", str("< ", ncodes), code);
   }
-  return QuantizedTensor(shape, block_size, Codebook(name, int(bits), values),
-                         codes, absmax);
+  // A built-in type keeps its metadata (raw values) when the codes match.
+  Codebook cb;
+  if (is_codebook_name(name)) {
+    Codebook named = make_codebook(name);
+    if (named.codes() == values && named.bits() == int(bits)) cb = named;
+  }
+  if (!cb.defined()) cb = Codebook(name, int(bits), values);
+  return QuantizedTensor(shape, block_size, cb, codes, absmax);
 }
 
 void QuantizedTensor::save(const std::string& path) const {

@@ -1,15 +1,23 @@
 // Fused blockwise-quantized optimizer steps: one driver templated on the
 // update rule (a small policy with 1 or 2 states) and on the code width (8
 // or 4 bits). The policies are written once against a tiny value type V,
-// which is float for tails and an 8-lane AVX2 vector for the body; every
-// multiply-add is an explicit fma, so both give bit-identical results and the
-// compiler has no mul+add left to contract differently.
+// which is float for tails and a vector for the body; every multiply-add is
+// an explicit fma, so both give bit-identical results and the compiler has
+// no mul+add left to contract differently.
+//
+// SIMD layers: AVX-512 (16 lanes; built with -march=native on this
+// machine), AVX2 + FMA (8 lanes), or scalar only. Measured here (1 thread,
+// CPU time, 1e6 parameters in cache, AVX-512): AdamW 8-bit 2.8 cycles per
+// parameter, 4-bit 2.7; of the 8-bit step, sqrt + division cost ~1.2, the
+// four table loads (two dequantize gathers, two bucket-table gathers) ~0.8.
+// The AVX2 layer runs at ~5.0.
 #include "kernels/cpu/optim_blockwise.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <bit>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -264,7 +272,7 @@ inline int load_code(const uint8_t* codes, int64_t i) {
   if constexpr (kBits == 8) {
     return codes[i];
   } else {
-    return (codes[i >> 1] >> ((i & 1) * 4)) & 0xF;
+    return (codes[i >> 1] >> ((i & 1) ? 0 : 4)) & 0xF;
   }
 }
 
@@ -272,9 +280,9 @@ inline int load_code(const uint8_t* codes, int64_t i) {
 // n packed 4-bit codes (n even, <= 16) as n bytes in element order.
 inline __m128i unpack_nibbles(__m128i packed) {
   __m128i b = _mm_cvtepu8_epi16(packed);
-  __m128i lo = _mm_and_si128(b, _mm_set1_epi16(0x0F));
-  __m128i hi = _mm_slli_epi16(_mm_srli_epi16(b, 4), 8);
-  return _mm_or_si128(lo, hi);
+  __m128i even = _mm_srli_epi16(b, 4);  // high nibble
+  __m128i odd = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x0F)), 8);
+  return _mm_or_si128(even, odd);
 }
 #endif
 
@@ -361,9 +369,10 @@ struct Simd {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
                        _mm512_cvtepi32_epi8(q));
     } else {
-      // qword j = q[2j] | q[2j + 1] << 32 -> byte q[2j] | q[2j + 1] << 4.
+      // qword j = q[2j] | q[2j + 1] << 32 -> byte q[2j] << 4 | q[2j + 1].
       q = _mm512_and_si512(q, _mm512_set1_epi32(0xFF));
-      __m512i pair = _mm512_or_si512(q, _mm512_srli_epi64(q, 28));
+      __m512i pair =
+          _mm512_or_si512(_mm512_slli_epi64(q, 4), _mm512_srli_epi64(q, 32));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
                        _mm512_cvtepi64_epi8(pair));
     }
@@ -460,10 +469,10 @@ struct Simd {
     if constexpr (kBits == 8) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
     } else {
-      // Byte pairs (even, odd) -> one byte: even | odd << 4.
-      __m256i lo = _mm256_and_si256(bytes, _mm256_set1_epi16(0x00FF));
-      __m256i hi = _mm256_srli_epi16(bytes, 8);
-      __m256i nib = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+      // Byte pairs (even, odd) -> one byte: even << 4 | odd.
+      __m256i even = _mm256_and_si256(bytes, _mm256_set1_epi16(0x00FF));
+      __m256i odd = _mm256_srli_epi16(bytes, 8);
+      __m256i nib = _mm256_or_si256(_mm256_slli_epi16(even, 4), odd);
       __m256i packed = _mm256_packus_epi16(nib, nib);   // per 128-bit lane
       packed = _mm256_permute4x64_epi64(packed, 0x08);  // lanes 0, 2 low
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
@@ -570,7 +579,7 @@ struct Driver {
                          const float* buf, float amax) {
     const BlockCodebook& cb = *s.codebook;
     s.absmax[b.blk] = amax;
-    const float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+    const float inv = amax >= FLT_MIN ? 1.0f / amax : 0.0f;
     uint8_t* out = s.codes + (kBits == 8 ? b.begin : b.begin / 2);
     int64_t i = 0;
 #ifdef KBIT_BLOCKWISE_SIMD
@@ -588,9 +597,9 @@ struct Driver {
       if constexpr (kBits == 8) {
         out[i] = uint8_t(q);
       } else if ((i & 1) == 0) {
-        out[i / 2] = uint8_t(q);  // high nibble 0 until the odd element
+        out[i / 2] = uint8_t(q << 4);  // low nibble 0 until the odd element
       } else {
-        out[i / 2] = uint8_t(out[i / 2] | (q << 4));
+        out[i / 2] = uint8_t(out[i / 2] | q);
       }
     }
   }
@@ -739,12 +748,12 @@ BlockCodebook::BlockCodebook(const float* values, int size) {
                "[BlockCodebook] expected ascending values, got ",
                values_[i - 1], " before ", values_[i], " at ", i);
   }
-  mid_down_.resize(size - 1);
+  mid_up_.resize(size - 1);
   for (int i = 0; i + 1 < size; ++i) {
     const double m = (double(values_[i]) + double(values_[i + 1])) / 2;
     float f = float(m);
-    if (double(f) > m) f = std::nextafter(f, -INFINITY);
-    mid_down_[i] = f;
+    if (double(f) < m) f = std::nextafter(f, INFINITY);
+    mid_up_[i] = f;
   }
   first_nonneg_ = int(std::lower_bound(values_.begin(), values_.end(), 0.0f) -
                       values_.begin());
@@ -757,7 +766,7 @@ BlockCodebook::BlockCodebook(const float* values, int size) {
 // midpoint lies in (0, lo] or at or above hi.
 void BlockCodebook::build_table() {
   constexpr uint32_t kMaxBucketsPerSign = 1u << 15;  // 128 KB per sign
-  const std::vector<float>& md = mid_down_;
+  const std::vector<float>& md = mid_up_;
   float lo_mag = INFINITY, hi_mag = 0;
   for (float m : md) {
     if (m == 0.0f) return;  // a midpoint at 0: binary search instead
@@ -794,19 +803,27 @@ void BlockCodebook::build_table() {
           b = -a;
           a = neg_b;
         }
-        // Midpoints strictly below the bucket, and those in [a, b).
+        // Midpoints strictly below the bucket, and those in [a, b]. x in
+        // the bucket counts the one inside iff x >= it, i.e. iff its low
+        // bits (reversed for negatives) are >= the midpoint's: low > thr
+        // with thr = those bits - 1 (or c + 1 when they are 0).
         const auto first = std::lower_bound(md.begin(), md.end(), a);
-        const auto last = std::lower_bound(md.begin(), md.end(), b);
+        const auto last = std::upper_bound(md.begin(), md.end(), b);
         if (last - first > 1) {
           ok = false;
           break;
         }
-        uint32_t thr = lowmask;
+        uint32_t c = uint32_t(first - md.begin());
+        uint32_t thr = lowmask;  // no midpoint: never incremented
         if (last - first == 1) {
           const uint32_t low = std::bit_cast<uint32_t>(*first) & lowmask;
-          thr = s == 0 ? low : low ^ lowmask;
+          const uint32_t t0 = s == 0 ? low : low ^ lowmask;
+          if (t0 == 0) {
+            ++c;
+          } else {
+            thr = t0 - 1;
+          }
         }
-        uint32_t c = uint32_t(first - md.begin());
         // The sign fix, folded in: a clear sign bit gives max(i, z), a set
         // one min(i, z - 1), where i = c + (low > thr) and z = first_nonneg.
         const uint32_t z = uint32_t(first_nonneg_);
@@ -850,11 +867,11 @@ int BlockCodebook::quantize_table(float x) const {
 }
 
 int BlockCodebook::nearest(float x) const {
-  // #{j : x > mid_down[j]} = index of the first mid_down >= x; then the
-  // first of equal codes, the argmin's lower index.
-  int i = int(std::lower_bound(mid_down_.begin(), mid_down_.end(), x) -
-              mid_down_.begin());
-  while (i > 0 && values_[i - 1] == values_[i]) --i;
+  // #{j : x >= mid_up[j]} = index of the first mid_up > x; then the last
+  // of equal codes, the argmin's upper index.
+  int i = int(std::upper_bound(mid_up_.begin(), mid_up_.end(), x) -
+              mid_up_.begin());
+  while (i + 1 < size() && values_[i + 1] == values_[i]) ++i;
   return i;
 }
 

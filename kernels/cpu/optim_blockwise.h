@@ -14,17 +14,19 @@
 // copy of a state exists. OpenMP over blocks above kBlockwiseParallelMin.
 //
 // Nearest code: the index i that minimises |x - code[i]| exactly (as real
-// numbers); on an exact tie (x on a midpoint) the LOWER index. Equivalently
-// i = #{j : x > mid[j]}, mid[j] = (code[j] + code[j+1]) / 2. x = state *
-// (1 / absmax), with 1 / absmax in f32 and 1 / 0 taken as 0.
+// numbers); on an exact tie (x on a midpoint) the UPPER index, the rule of
+// quant/ (kernels/cpu/quantize.h). Equivalently i = #{j : x >= mid[j]},
+// mid[j] = (code[j] + code[j+1]) / 2. x = state *
+// (1 / absmax), with 1 / absmax in f32 and taken as 0 when absmax < FLT_MIN
+// (as quant/ does; also keeps 1 / absmax finite).
 // Sign fix (codebooks with negative and non-negative codes): a state with its
 // sign bit set whose nearest code is >= 0 takes the next lower index, one with
 // the sign bit clear whose nearest code is < 0 the next higher, so a decoded
 // state keeps the sign bit of the state (a small negative momentum never
 // becomes +0; -0 decodes to the smallest negative code times absmax).
 //
-// 4-bit codes are packed two per byte, the even element in the low nibble; an
-// odd n leaves the last high nibble 0.
+// 4-bit codes are packed two per byte as quant/ packs them: the even element
+// in the high nibble; an odd n leaves the last low nibble 0.
 //
 // Update rules (f32; fma(a, b, c) = a * b + c rounded once; g' = fma(wd, p, g)
 // is the coupled-decay (L2) gradient; t = step >= 1; c1 = 1 - b1^t,
@@ -101,8 +103,8 @@ class BlockCodebook {
 
   int size() const { return int(values_.size()); }
   const float* values() const { return values_.data(); }
-  // mid[j] rounded down to f32: x > mid[j] exactly iff x > mid_down()[j].
-  const float* mid_down() const { return mid_down_.data(); }
+  // mid[j] rounded up to f32: x >= mid[j] exactly iff x >= mid_up()[j].
+  const float* mid_up() const { return mid_up_.data(); }
   // Index z of the first code >= 0 (0 for unsigned codebooks).
   int first_nonneg() const { return first_nonneg_; }
   // Codes of both signs: requantization applies the sign fix.
@@ -111,7 +113,7 @@ class BlockCodebook {
   }
   bool fast() const { return !table_.empty(); }
 
-  // Nearest code index of x, no sign fix (binary search; exact, lower index
+  // Nearest code index of x, no sign fix (binary search; exact, upper index
   // on ties).
   int nearest(float x) const;
   // The requantization index of x: nearest, then the sign fix (a set sign
@@ -135,7 +137,7 @@ class BlockCodebook {
   int quantize_table(float x) const;
 
   std::vector<float> values_;    // (K)
-  std::vector<float> mid_down_;  // (K - 1)
+  std::vector<float> mid_up_;    // (K - 1)
   std::vector<uint32_t> table_;  // entries: low bits << (32 - shift) | count
   int first_nonneg_ = 0;
   uint32_t lo_ = 0, hi_ = 0, per_sign_ = 0;
@@ -176,7 +178,7 @@ BlockwiseScalars blockwise_scalars(BlockwiseRule rule, const BlockwiseHyper& h);
 
 // One quantized state of n elements.
 struct QuantState {
-  uint8_t* codes = nullptr;  // 8-bit: (n); 4-bit: ((n + 1) / 2)
+  uint8_t* codes = nullptr;  // 8-bit: (n); 4-bit: ((n + 1) / 2), even high
   float* absmax = nullptr;   // (nb)
   const BlockCodebook* codebook = nullptr;
 };

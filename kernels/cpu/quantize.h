@@ -18,8 +18,8 @@
 // value and at most `probes` thresholds lie inside any bucket, so
 //   code(v) = bucket_base[b] + #{j < probes : v >= t[bucket_base[b] + j]},
 // which is exact (the table only saves the first comparisons). NaN takes
-// code 0; NaNs are skipped by absmax. The reference argmin in
-// kernels/ref/quantize.h gives the same codes.
+// code 0 (+inf the last code, -inf the first); NaNs are skipped by absmax.
+// The reference argmin in kernels/ref/quantize.h gives the same codes.
 //
 // Stochastic rounding: v between codes c[lo] <= v < c[lo + 1] takes
 // lo + 1 with probability p = (v - c[lo]) / (c[lo + 1] - c[lo]): the code
@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -81,6 +82,28 @@ struct Stochastic {
   uint64_t seed = 0;
   uint64_t offset = 0;  // word of the Philox stream used by element 0
 };
+
+// The layout of one block of codes: BlockSize values, stored as one byte
+// each (Bits > 4) or two per byte (Bits <= 4), with one f32 absmax kept in
+// a separate array (structure of arrays, so code streams stay contiguous).
+template <int64_t BlockSize, int Bits>
+struct BlockLayout {
+  static_assert(BlockSize >= 32 && BlockSize <= 4096 &&
+                    (BlockSize & (BlockSize - 1)) == 0,
+                "block sizes are powers of two in 32..4096");
+  static_assert(Bits >= 2 && Bits <= 8, "codes have 2..8 bits");
+  static constexpr int64_t block_size = BlockSize;
+  static constexpr int bits = Bits;
+  static constexpr int64_t code_bytes = Bits <= 4 ? BlockSize / 2 : BlockSize;
+  static constexpr int64_t absmax_bytes = 4;
+};
+// bitsandbytes' 8-bit optimizer states (256 codes per absmax) and the
+// 4-bit default of quantize_4bit (64 per absmax).
+using Block8x256 = BlockLayout<256, 8>;
+using Block4x64 = BlockLayout<64, 4>;
+static_assert(Block8x256::code_bytes + Block8x256::absmax_bytes == 260,
+              "2.03 bytes per value for two 8-bit states");
+static_assert(Block4x64::code_bytes == 32, "two 4-bit codes per byte");
 
 inline int64_t num_blocks(int64_t n, int64_t block_size) {
   return (n + block_size - 1) / block_size;
@@ -171,10 +194,12 @@ inline __m256 load8(const f16_t* x) {
 
 // #{thresholds <= v} for 8 values (int32 lanes); NaN lanes give 0.
 inline __m256i count_at_or_below8(const SortedSearch& s, __m256 v) {
-  __m256i u = _mm256_castps_si256(v);
-  __m256i bucket = _mm256_srli_epi32(u, kBucketShift);
-  __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
   if (s.fused) {  // one gather: base + (key(v) >= key)
+    // NaN lanes become -inf (max_ps returns its second operand for a NaN
+    // first one), whose count is 0.
+    v = _mm256_max_ps(v, _mm256_set1_ps(-INFINITY));
+    __m256i u = _mm256_castps_si256(v);
+    __m256i bucket = _mm256_srli_epi32(u, kBucketShift);
     const __m256i low = _mm256_set1_epi32(0xffff);
     __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(s.fused),
                                        bucket, 4);
@@ -184,8 +209,11 @@ inline __m256i count_at_or_below8(const SortedSearch& s, __m256 v) {
     __m256i c = _mm256_add_epi32(
         _mm256_and_si256(e, _mm256_set1_epi32(0xff)),
         _mm256_add_epi32(_mm256_set1_epi32(1), below));  // below lanes: -1
-    return _mm256_andnot_si256(_mm256_castps_si256(nan), c);
+    return c;
   }
+  __m256i u = _mm256_castps_si256(v);
+  __m256i bucket = _mm256_srli_epi32(u, kBucketShift);
+  __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
   __m256i base = _mm256_i32gather_epi32(
       reinterpret_cast<const int*>(s.bucket_base), bucket, 1);
   base = _mm256_and_si256(base, _mm256_set1_epi32(0xff));
@@ -250,6 +278,26 @@ inline float hmax8(__m256 m) {
   return _mm_cvtss_f32(r);
 }
 
+// 32 nearest codes of x[0, 32) * inv as 32 bytes, in order.
+template <typename T>
+inline __m256i nearest_codes32(const CodeSearch& s, const T* x, __m256 inv) {
+  __m256i c0 = nearest_code8(s, _mm256_mul_ps(load8(x), inv));
+  __m256i c1 = nearest_code8(s, _mm256_mul_ps(load8(x + 8), inv));
+  __m256i c2 = nearest_code8(s, _mm256_mul_ps(load8(x + 16), inv));
+  __m256i c3 = nearest_code8(s, _mm256_mul_ps(load8(x + 24), inv));
+  __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(c0, c1),
+                                  _mm256_packs_epi32(c2, c3));
+  return _mm256_permutevar8x32_epi32(b,
+                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// 32 code bytes (< 16) packed into 16 bytes, even index in the high nibble.
+inline __m128i pack_nibbles32(__m256i b) {
+  __m256i m = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0110));  // 16a + b
+  __m256i p = _mm256_packus_epi16(m, m);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08));
+}
+
 #endif  // __AVX2__
 
 // ---- per-block primitives ----
@@ -279,6 +327,10 @@ inline void quantize_block(const CodeSearch& s, const T* x, int64_t n,
   int64_t i = 0;
 #if defined(__AVX2__)
   const __m256 vinv = _mm256_set1_ps(inv);
+  for (; i + 32 <= n; i += 32) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i),
+                        nearest_codes32(s, x + i, vinv));
+  }
   for (; i + 8 <= n; i += 8) {
     __m256i c = nearest_code8(s, _mm256_mul_ps(load8(x + i), vinv));
     uint64_t b = low_bytes8(c);
@@ -296,6 +348,10 @@ inline void quantize_block_packed(const CodeSearch& s, const T* x, int64_t n,
   int64_t i = 0;
 #if defined(__AVX2__)
   const __m256 vinv = _mm256_set1_ps(inv);
+  for (; i + 32 <= n; i += 32) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(packed + i / 2),
+                     pack_nibbles32(nearest_codes32(s, x + i, vinv)));
+  }
   for (; i + 8 <= n; i += 8) {
     uint32_t b =
         pack_nibbles8(nearest_code8(s, _mm256_mul_ps(load8(x + i), vinv)));

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -14,14 +15,14 @@
 
 namespace kbit::ref {
 
-// argmin_i |x - code[i]| in f64 (exact for neighbouring codes), the lowest
+// argmin_i |x - code[i]| in f64 (exact for neighbouring codes), the highest
 // index on ties.
 inline int nearest_code(const float* code, int size, float x) {
   int best = 0;
   double best_d = std::fabs(double(x) - double(code[0]));
   for (int i = 1; i < size; ++i) {
     const double d = std::fabs(double(x) - double(code[i]));
-    if (d < best_d) {
+    if (d <= best_d) {
       best = i;
       best_d = d;
     }
@@ -40,16 +41,16 @@ inline int sign_fix(const float* code, int size, float x, int idx) {
 
 inline int get_code(const uint8_t* codes, int bits, int64_t i) {
   if (bits == 8) return codes[i];
-  return (codes[i / 2] >> (4 * (i % 2))) & 0xF;
+  return (codes[i / 2] >> (i % 2 ? 0 : 4)) & 0xF;  // even: high nibble
 }
 
 inline void set_code(uint8_t* codes, int bits, int64_t i, int q) {
   if (bits == 8) {
     codes[i] = uint8_t(q);
   } else if (i % 2 == 0) {
-    codes[i / 2] = uint8_t(q);
+    codes[i / 2] = uint8_t(q << 4);
   } else {
-    codes[i / 2] = uint8_t(codes[i / 2] | (q << 4));
+    codes[i / 2] = uint8_t(codes[i / 2] | q);
   }
 }
 
@@ -108,7 +109,7 @@ inline void requantize_block(const cpu::QuantState& s, int bits, int64_t begin,
   float amax = 0.0f;
   for (float v : x) amax = std::max(amax, std::fabs(v));
   s.absmax[blk] = amax;
-  const float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+  const float inv = amax >= FLT_MIN ? 1.0f / amax : 0.0f;
   const float* code = s.codebook->values();
   const int size = s.codebook->size();
   for (size_t i = 0; i < x.size(); ++i) {

@@ -4,6 +4,7 @@
 // quantized step against an unquantized f64 step re-synced every step.
 #include <doctest/doctest.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -162,6 +163,19 @@ TEST_CASE("kernels: optim_blockwise nearest code equals the argmin") {
   CHECK(maps().dyn4.fast());
   CHECK(maps().lin4.fast());
   CHECK_FALSE(rep.fast());  // zero twice: the binary-search path
+  // The same nearest codes as quant/'s search (one tie rule).
+  for (const char* name : {"dynamic", "udynamic", "dynamic4", "ulinear_nz"}) {
+    const quant::Codebook q = quant::make_codebook(name);
+    const cpu::BlockCodebook b(q.codes().data(), q.size());
+    int differ = 0;
+    for (int i = 0; i + 1 < q.size(); ++i) {
+      const float m = b.mid_up()[i];
+      for (float x : {m, std::nextafter(m, -INFINITY), -m, q.code(i)}) {
+        differ += b.nearest(x) != q.nearest(x);
+      }
+    }
+    CHECK_MESSAGE(differ == 0, name);
+  }
 
   for (const cpu::BlockCodebook* cb : cbs) {
     // Codes, midpoints and their float neighbours, special values, random.
@@ -169,7 +183,7 @@ TEST_CASE("kernels: optim_blockwise nearest code equals the argmin") {
                              1e-30f, -1e-30f, 1e-38f, -1e-38f, 3e-7f, -3e-7f};
     for (int i = 0; i < cb->size(); ++i) xs.push_back(cb->values()[i]);
     for (int i = 0; i + 1 < cb->size(); ++i) {
-      const float m = cb->mid_down()[i];
+      const float m = cb->mid_up()[i];
       xs.push_back(m);
       xs.push_back(std::nextafter(m, INFINITY));
       xs.push_back(std::nextafter(m, -INFINITY));
@@ -424,4 +438,28 @@ TEST_CASE("kernels: optim_blockwise 8-bit and 4-bit track the f64 step") {
       }
     }
   }
+}
+
+TEST_CASE("kernels: optim_blockwise subnormal block absmax stays finite") {
+  // g ~ 3e-21: RMSprop's (1 - b1) g^2 ~ 1e-42 is subnormal, so the block
+  // absmax is below FLT_MIN and 1 / absmax would overflow; the step must
+  // match the reference and leave p finite.
+  Problem fast(BlockwiseRule::rmsprop, 1000, 256, 8);
+  std::mt19937 rng(3);
+  fill_normal(fast.p, 0.1f, rng);
+  fill_normal(fast.g, 3e-21f, rng);
+  Problem slow = fast;
+  cpu::BlockwiseHyper h = hyper_for(BlockwiseRule::rmsprop);
+  for (int t = 1; t <= 2; ++t) {
+    h.step = t;
+    cpu::blockwise_step(BlockwiseRule::rmsprop, h, fast.args());
+    ref::blockwise_step(BlockwiseRule::rmsprop, h, slow.args());
+  }
+  CHECK(fast.s1.absmax[0] > 0.0f);
+  CHECK(fast.s1.absmax[0] < FLT_MIN);
+  CHECK(fast.p == slow.p);
+  CHECK(fast.s1.codes == slow.s1.codes);
+  bool finite = true;
+  for (float x : fast.p) finite = finite && std::isfinite(x);
+  CHECK(finite);
 }

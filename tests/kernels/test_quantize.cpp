@@ -3,7 +3,9 @@
 // length, nearest and stochastic.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -201,5 +203,26 @@ TEST_CASE("quant: the multi-probe search (dense codebooks) is exact too") {
     for (float p : {mid, std::nextafter(mid, 2.f), std::nextafter(mid, -2.f)})
       REQUIRE(dense.nearest(p) ==
               ref::nearest_code(dense.codes().data(), dense.size(), p));
+  }
+}
+
+TEST_CASE("quant: NaN and infinite inputs take the same codes on both paths") {
+  // NaN is skipped by absmax and takes code 0; a block holding an infinity
+  // has absmax inf, an inverse of 0 and every value normalizes to 0 or NaN.
+  std::vector<float> x = test_data(300, 4);
+  x[3] = std::numeric_limits<float>::quiet_NaN();
+  x[70] = -std::numeric_limits<float>::quiet_NaN();
+  x[200] = std::numeric_limits<float>::infinity();
+  for (const char* name : {"dynamic", "nf4", "udynamic"}) {
+    Codebook cb = quant::make_codebook(name);
+    std::vector<uint8_t> cf(x.size()), cr(x.size());
+    std::vector<float> af(10), ar(10);
+    cpu::quantize_blockwise(cb.search(), x.data(), int64_t(x.size()), 64,
+                            af.data(), cf.data());
+    ref::quantize_blockwise(cb.codes().data(), cb.size(), x.data(),
+                            int64_t(x.size()), 64, ar.data(), cr.data());
+    CHECK(cf == cr);
+    CHECK(same_bits(af, ar));
+    CHECK(std::isinf(af[3]));  // the block holding x[200]
   }
 }

@@ -147,6 +147,7 @@ TEST_CASE("quant: a quantized tensor saves and loads exactly") {
       CHECK(identical(q, r));
       CHECK(r.shape() == Shape{3, 1001});
       CHECK(r.codebook().name() == name);
+      CHECK(r.codebook().raw_scale() == cb.raw_scale());
       CHECK(dequantize(r).to_vector<float>() ==
             dequantize(q).to_vector<float>());
       std::remove(path.c_str());
