@@ -1,6 +1,7 @@
 // train: runs one YAML training config.
 //
 //   ./train CONFIG [--set key=value ...] [--out DIR]
+//   ./train --resume RUN_DIR [--set key=value ...]
 //   ./train --help            the usage and every config key with its doc
 //
 // Steps, in order:
@@ -18,6 +19,15 @@
 // goes) and summary.json (test_accuracy, final_train_loss, param_count,
 // optimizer_state_bytes, steps, wall_seconds, skipped_steps, peak bytes per
 // memory tag...), written atomically.
+//
+// Checkpoints: RUN/checkpoint.bin every train.checkpoint_every steps and
+// at the end (trainer/checkpoint.h). --resume RUN_DIR continues that run in
+// its folder from its checkpoint, with its resolved.yaml as the config; --set
+// may change only train.checkpoint_every, train.stop_at_step and data.path
+// (the rest would change the run), and train.stop_at_step is reset to 0.
+// The losses logged after a resume are bit-identical to those of a run that
+// was never stopped. A missing, truncated or corrupted checkpoint, or one of
+// another model, is refused (exit 2) before any file changes.
 //
 // An earlier run is never overwritten. If runs/<name> exists, the run goes
 // to runs/<name>-2 (then -3, ...) and says so. An --out DIR that exists must
@@ -43,12 +53,14 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: train CONFIG [--set key=value ...] [--out DIR]\n"
+    "       train --resume RUN_DIR [--set key=value ...]\n"
     "       train --help\n";
 
 struct Args {
   std::string config;
   std::vector<std::string> overrides;
   std::string out;
+  std::string resume;
   bool help = false;
 };
 
@@ -76,10 +88,14 @@ Args parse_args(int argc, char** argv) {
     } else if (is_option(arg, "--out")) {
       args.out = option_value(argc, argv, i, "--out");
       KBIT_USER_CHECK(!args.out.empty(), "--out: expected a folder, got ''");
+    } else if (is_option(arg, "--resume")) {
+      args.resume = option_value(argc, argv, i, "--resume");
+      KBIT_USER_CHECK(!args.resume.empty(),
+                      "--resume: expected a run folder, got ''");
     } else if (arg.rfind("-", 0) == 0) {
       throw kbit::UserError("unknown option '" + arg +
-                            "'; expected --set key=value, --out DIR or "
-                            "--help\n" +
+                            "'; expected --set key=value, --out DIR, "
+                            "--resume RUN_DIR or --help\n" +
                             kUsage);
     } else {
       KBIT_USER_CHECK(args.config.empty(), "expected one CONFIG, got '",
@@ -87,8 +103,15 @@ Args parse_args(int argc, char** argv) {
       args.config = arg;
     }
   }
-  KBIT_USER_CHECK(args.help || !args.config.empty(), "expected a CONFIG file\n",
-                  kUsage);
+  if (!args.resume.empty()) {
+    KBIT_USER_CHECK(args.config.empty() && args.out.empty(),
+                    "--resume: expected no CONFIG and no --out (the run's ",
+                    "folder holds its config), got ",
+                    args.config.empty() ? "--out " + args.out : args.config,
+                    "\n", kUsage);
+  }
+  KBIT_USER_CHECK(args.help || !args.config.empty() || !args.resume.empty(),
+                  "expected a CONFIG file\n", kUsage);
   return args;
 }
 
@@ -112,15 +135,27 @@ int run(int argc, char** argv) {
     print_help();
     return 0;
   }
-  const kbit::Config config = kbit::Config::load(args.config, args.overrides);
+  const kbit::Config config =
+      args.resume.empty()
+          ? kbit::Config::load(args.config, args.overrides)
+          : kbit::load_resume_config(args.resume, args.overrides);
   if (!args.out.empty()) kbit::check_out_dir(args.out);
 
   kbit::RunOptions options;
   options.out = args.out;
+  options.resume = args.resume;
   options.log = [](const std::string& line) { std::cerr << line << "\n"; };
   const kbit::RunSummary s = kbit::train_mlp(config, options);
 
   char line[256];
+  if (s.status == "stopped") {
+    std::snprintf(line, sizeof line,
+                  "stopped after step %lld (train.stop_at_step); continue "
+                  "with: train --resume %s",
+                  (long long)s.steps, s.run_dir.c_str());
+    std::cerr << line << "\n";
+    return 0;
+  }
   std::snprintf(line, sizeof line,
                 "done: test_acc %.4f | test_loss %.4f | %lld steps | %s | %s",
                 s.test_accuracy, s.test_loss, (long long)s.steps,

@@ -159,6 +159,7 @@ std::optional<ConfigValue> parse_scalar(const KeySpec& spec,
     case KeyType::existing_file:
       return s;
     case KeyType::int_list:
+    case KeyType::map_list:
       return std::nullopt;
   }
   return std::nullopt;
@@ -177,10 +178,99 @@ std::string choice_hint(const KeySpec& spec, const std::string& got) {
   return "; did you mean '" + *best + "'?";
 }
 
+ConfigValue value_from_node(const KeySpec& spec, const YAML::Node& node,
+                            const SiteFn& site);
+
+ScalarValue to_scalar(const ConfigValue& v) {
+  if (auto* i = std::get_if<int64_t>(&v)) return *i;
+  if (auto* d = std::get_if<double>(&v)) return *d;
+  if (auto* b = std::get_if<bool>(&v)) return *b;
+  return std::get<std::string>(v);
+}
+
+std::string describe_fields(const KeySpec& spec) {
+  return spec.required + " and any of " + join(spec.choices);
+}
+
+// One field of entry `at` ("optim.overrides[0]") of a map_list key: the
+// required one (a non-empty string) or one checked by "<section>.<field>".
+ScalarValue map_field(const KeySpec& spec, const std::string& at,
+                      const YAML::Node& key, const YAML::Node& value,
+                      const SiteFn& site) {
+  const std::string field = key.Scalar();
+  const std::string path = at + "." + field;
+  if (field == spec.required) {
+    if (!value.IsScalar() || value.Scalar().empty()) {
+      fail(site(value), path,
+           "expected a non-empty string, got " + describe_node(value));
+    }
+    return value.Scalar();
+  }
+  const std::string section = spec.path.substr(0, spec.path.rfind('.'));
+  const KeySpec* field_spec = nullptr;
+  if (std::find(spec.choices.begin(), spec.choices.end(), field) !=
+      spec.choices.end()) {
+    field_spec = find_key_spec(section + "." + field);
+  }
+  if (!field_spec) {
+    std::string hint;
+    for (const std::string& c : spec.choices) {
+      if (edit_distance(lower(field), c) <= 2)
+        hint = "; did you mean '" + c + "'?";
+    }
+    fail(site(key), path,
+         "unknown field; expected " + describe_fields(spec) + hint);
+  }
+  KeySpec element = *field_spec;
+  element.path = path;
+  return to_scalar(value_from_node(element, value, site));
+}
+
+// The checked mappings of a map_list key; entry i is reported as
+// "key[i]" (and "key[i].field") with its own line.
+std::vector<ConfigMap> maps_from_node(const KeySpec& spec,
+                                      const YAML::Node& node,
+                                      const SiteFn& site) {
+  if (!node.IsSequence()) {
+    fail(site(node), spec.path, expected_got(spec, describe_node(node)));
+  }
+  std::vector<ConfigMap> out;
+  for (size_t i = 0; i < node.size(); ++i) {
+    YAML::Node item = node[i];
+    const std::string at = str(spec.path, "[", i, "]");
+    if (!item.IsMap()) {
+      fail(site(item), at,
+           "expected a mapping with " + describe_fields(spec) + ", got " +
+               describe_node(item));
+    }
+    ConfigMap m;
+    m.origin = site(item);
+    for (auto it = item.begin(); it != item.end(); ++it) {
+      if (!it->first.IsScalar()) {
+        fail(site(it->first), at,
+             "expected a field name, got " + describe_node(it->first));
+      }
+      const std::string field = it->first.Scalar();
+      if (m.fields.count(field)) {
+        fail(site(it->first), at + "." + field, "duplicate field");
+      }
+      m.fields[field] = map_field(spec, at, it->first, it->second, site);
+    }
+    if (!m.fields.count(spec.required)) {
+      fail(m.origin, at,
+           "expected the field " + spec.required + ", got " +
+               (m.fields.empty() ? "an empty mapping" : "none"));
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 // The checked value of `node` for `spec`. int_list elements are reported
 // as "key[i]" with the element's own line.
 ConfigValue value_from_node(const KeySpec& spec, const YAML::Node& node,
                             const SiteFn& site) {
+  if (spec.type == KeyType::map_list) return maps_from_node(spec, node, site);
   if (spec.type == KeyType::int_list) {
     if (!node.IsSequence()) {
       fail(site(node), spec.path, expected_got(spec, describe_node(node)));
@@ -277,6 +367,12 @@ std::string format_scalar_string(const std::string& s) {
   return out.c_str();
 }
 
+std::string format_quoted(const std::string& s) {
+  YAML::Emitter out;
+  out << YAML::DoubleQuoted << s;
+  return out.c_str();
+}
+
 }  // namespace
 
 std::string format_config_value(const ConfigValue& value) {
@@ -291,6 +387,24 @@ std::string format_config_value(const ConfigValue& value) {
       std::string out = "[";
       for (size_t i = 0; i < v.size(); ++i) {
         out += (i ? ", " : "") + std::to_string(v[i]);
+      }
+      return out + "]";
+    }
+    // Flow style, strings double-quoted (a pattern may hold ',' or '*').
+    std::string operator()(const std::vector<ConfigMap>& v) const {
+      std::string out = "[";
+      for (size_t i = 0; i < v.size(); ++i) {
+        out += i ? ", {" : "{";
+        bool first = true;
+        for (const auto& [field, value] : v[i].fields) {
+          const auto* text = std::get_if<std::string>(&value);
+          out += (first ? "" : ", ") + field + ": " +
+                 (text ? format_quoted(*text)
+                       : std::visit([&](const auto& x) { return (*this)(x); },
+                                    value));
+          first = false;
+        }
+        out += "}";
       }
       return out + "]";
     }
@@ -529,6 +643,10 @@ std::string Config::get_string(const std::string& key) const {
 }
 std::vector<int64_t> Config::get_int_list(const std::string& key) const {
   return get_as<std::vector<int64_t>>(entry(key).value, key, "a list");
+}
+std::vector<ConfigMap> Config::get_map_list(const std::string& key) const {
+  return get_as<std::vector<ConfigMap>>(entry(key).value, key,
+                                        "a list of mappings");
 }
 std::string Config::origin(const std::string& key) const {
   return entry(key).origin;

@@ -30,6 +30,9 @@ enum class KeyType {
   int_list,       // a list of integers, e.g. [1024, 1024]
   existing_dir,   // a path to a directory that exists
   existing_file,  // a path to a regular file that exists
+  map_list,       // a list of mappings, e.g. [{pattern: "*.bias", bits: 32}]:
+                  // each holds `required` and some of `choices`, each such
+                  // field checked by the spec of "<section>.<field>"
 };
 
 // One end of a numeric range; `open` excludes the value itself.
@@ -44,8 +47,10 @@ struct KeySpec {
   std::string default_text;  // the default as YAML text ("" = see doc)
   std::optional<Bound> min;  // integer, number, int_list elements
   std::optional<Bound> max;
-  std::vector<std::string> choices;  // choice; integer (allowed values)
+  std::vector<std::string> choices;  // choice; integer (allowed values);
+                                     // map_list (optional fields)
   std::string doc;                   // one line
+  std::string required;              // map_list: the field each entry needs
 };
 
 // Every key, in the order they are printed and saved.
@@ -59,8 +64,16 @@ int edit_distance(const std::string& a, const std::string& b);
 
 // ---- the loaded config ----
 
-using ConfigValue =
-    std::variant<int64_t, double, bool, std::string, std::vector<int64_t>>;
+using ScalarValue = std::variant<int64_t, double, bool, std::string>;
+
+// One mapping of a map_list key, its fields checked.
+struct ConfigMap {
+  std::map<std::string, ScalarValue> fields;
+  std::string origin;  // where the mapping starts: "configs/x.yaml:12"
+};
+
+using ConfigValue = std::variant<int64_t, double, bool, std::string,
+                                 std::vector<int64_t>, std::vector<ConfigMap>>;
 
 class Config {
  public:
@@ -77,6 +90,7 @@ class Config {
   bool get_bool(const std::string& key) const;
   std::string get_string(const std::string& key) const;
   std::vector<int64_t> get_int_list(const std::string& key) const;
+  std::vector<ConfigMap> get_map_list(const std::string& key) const;
 
   // Where a key's value came from, for messages about it later (a data
   // file missing in data.path...): "configs/x.yaml:4", "--set data.path=/x"

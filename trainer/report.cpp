@@ -5,8 +5,11 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "core/error.h"
+#include "trainer/run_dir.h"
 
 namespace kbit {
 
@@ -55,7 +58,9 @@ std::string format_progress(const TrainProgress& p) {
                 p.lr, p.ms_per_step, p.samples_per_s,
                 format_duration(p.eta_seconds).c_str(),
                 double(p.optim_state_bytes) / 1e6);
-  return buf;
+  std::string line = buf;
+  if (p.skipped_steps > 0) line += str(" | skipped ", p.skipped_steps);
+  return line;
 }
 
 std::string format_eval(const EvalProgress& p) {
@@ -82,6 +87,33 @@ MetricsCsv::MetricsCsv(const std::string& path) : path_(path) {
 
 MetricsCsv::~MetricsCsv() {
   if (file_) std::fclose(file_);
+}
+
+std::unique_ptr<MetricsCsv> MetricsCsv::resume(const std::string& path,
+                                               int64_t last_step) {
+  std::ifstream in(path, std::ios::binary);
+  KBIT_USER_CHECK(in, path, ": cannot read the metrics file to resume");
+  std::string line, kept;
+  KBIT_USER_CHECK(std::getline(in, line) && line == header(), path,
+                  ": expected the metrics header '", header(), "', got '", line,
+                  "'");
+  kept = line + "\n";
+  while (std::getline(in, line)) {
+    int64_t step = -1;
+    auto [end, ec] =
+        std::from_chars(line.data(), line.data() + line.size(), step);
+    if (ec == std::errc() && *end == ',' && step <= last_step) {
+      kept += line + "\n";
+    }
+  }
+  write_file_atomic(path, kept);
+
+  std::unique_ptr<MetricsCsv> csv(new MetricsCsv());
+  csv->path_ = path;
+  csv->file_ = std::fopen(path.c_str(), "a");
+  KBIT_CHECK(csv->file_, "[metrics] cannot append to ", path, ": ",
+             std::strerror(errno));
+  return csv;
 }
 
 const char* MetricsCsv::header() {

@@ -24,6 +24,7 @@ struct TrainProgress {
   double samples_per_s = 0;
   double eta_seconds = 0;
   int64_t optim_state_bytes = 0;
+  int64_t skipped_steps = 0;  // shown as "| skipped N" when not zero
 };
 
 struct EvalProgress {
@@ -59,6 +60,11 @@ class MetricsCsv {
  public:
   // Creates `path` and writes the header. Throws kbit::Error.
   explicit MetricsCsv(const std::string& path);
+  // Continues `path` after a resume: keeps the header and the rows up to
+  // `last_step` (rows logged after the checkpoint are dropped, atomically),
+  // then appends. Throws UserError when `path` is not a metrics file.
+  static std::unique_ptr<MetricsCsv> resume(const std::string& path,
+                                            int64_t last_step);
   ~MetricsCsv();
   MetricsCsv(const MetricsCsv&) = delete;
   MetricsCsv& operator=(const MetricsCsv&) = delete;
@@ -67,6 +73,7 @@ class MetricsCsv {
   void write(const MetricsRow& row);
 
  private:
+  MetricsCsv() = default;
   std::string path_;
   std::FILE* file_ = nullptr;
 };

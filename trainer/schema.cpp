@@ -11,6 +11,9 @@
 #include "core/error.h"
 #include "trainer/config.h"
 
+// Rows leave KeySpec::required (map_list keys only) out.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 namespace kbit {
 namespace {
 
@@ -27,6 +30,11 @@ constexpr Bound below(double v) {
 constexpr Bound at_most(double v) {
   return Bound{v, false};
 }
+
+// Quantization block sizes: the powers of two 32..4096, or 0 (the default
+// of the state bits).
+const std::vector<std::string> kBlockSizes = {
+    "0", "32", "64", "128", "256", "512", "1024", "2048", "4096"};
 
 std::vector<KeySpec> make_schema() {
   return {
@@ -96,7 +104,7 @@ std::vector<KeySpec> make_schema() {
        "adamw",
        {},
        {},
-       {"sgd", "adam", "adamw"},
+       {"sgd", "adam", "adamw", "rmsprop", "adagrad", "lion", "lamb", "lars"},
        "optimizer"},
       {"optim.lr", T::number, "0.001", above(0), {}, {}, "peak learning rate"},
       {"optim.weight_decay",
@@ -126,28 +134,94 @@ std::vector<KeySpec> make_schema() {
        at_least(0),
        below(1),
        {},
-       "adam/adamw: first-moment decay"},
+       "first-moment decay (adam, adamw, lamb, lion)"},
       {"optim.beta2",
        T::number,
        "0.999",
        at_least(0),
        below(1),
        {},
-       "adam/adamw: second-moment decay"},
+       "second-moment decay (adam, adamw, lamb; lion's momentum decay)"},
       {"optim.eps",
        T::number,
        "1e-08",
        above(0),
        {},
        {},
-       "adam/adamw: denominator epsilon"},
+       "denominator epsilon (adam, adamw, lamb, rmsprop, adagrad)"},
+      {"optim.alpha",
+       T::number,
+       "0.99",
+       at_least(0),
+       below(1),
+       {},
+       "rmsprop: smoothing of the squared-gradient average"},
+      {"optim.max_trust_ratio",
+       T::number,
+       "10.0",
+       above(0),
+       {},
+       {},
+       "lamb: largest trust ratio ||p|| / ||u||"},
+      {"optim.max_unorm",
+       T::number,
+       "0.02",
+       at_least(0),
+       {},
+       {},
+       "lars: limit of ||u|| / ||p|| (0 = off)"},
       {"optim.bits",
        T::integer,
        "32",
        {},
        {},
-       {"32"},
-       "optimizer state bits (8 and 4 come later)"},
+       {"32", "8", "4"},
+       "optimizer state bits (8 and 4: blockwise-quantized states)"},
+      {"optim.block_size",
+       T::integer,
+       "0",
+       {},
+       {},
+       kBlockSizes,
+       "elements per quantization block (0 = 256 at 8 bits, 128 at 4)"},
+      {"optim.map",
+       T::choice,
+       "dynamic",
+       {},
+       {},
+       {"dynamic", "linear", "quantile"},
+       "codebook of quantized states"},
+      {"optim.blockwise",
+       T::boolean,
+       "true",
+       {},
+       {},
+       {},
+       "one absmax per block (false: one per tensor)"},
+      {"optim.min_8bit_size",
+       T::integer,
+       "4096",
+       at_least(0),
+       {},
+       {},
+       "tensors with fewer elements keep 32-bit states"},
+      {"optim.percentile_clipping",
+       T::integer,
+       "100",
+       at_least(1),
+       at_most(100),
+       {},
+       "clip gradients at this percentile of recent norms (100 = off)"},
+      {"optim.overrides",
+       T::map_list,
+       "[]",
+       {},
+       {},
+       {"bits", "block_size", "map", "blockwise", "min_8bit_size",
+        "percentile_clipping", "weight_decay"},
+       "per-parameter settings: [{pattern: \"*.bias\", bits: 32}, ...]; "
+       "pattern: a glob (* and ?) on names; later entries win",
+       "pattern"},
       {"optim.clip_grad_norm",
        T::number,
        "0.0",
@@ -184,6 +258,20 @@ std::vector<KeySpec> make_schema() {
        {},
        {},
        "steps between progress lines and metrics rows"},
+      {"train.checkpoint_every",
+       T::integer,
+       "0",
+       at_least(0),
+       {},
+       {},
+       "steps between checkpoints (0 = only at the end)"},
+      {"train.stop_at_step",
+       T::integer,
+       "0",
+       at_least(0),
+       {},
+       {},
+       "stop after this step with a checkpoint, schedule unchanged (0 = off)"},
       {"train.schedule",
        T::choice,
        "cosine",
@@ -279,6 +367,9 @@ std::string describe_expected(const KeySpec& spec) {
       return "an existing directory";
     case KeyType::existing_file:
       return "an existing file";
+    case KeyType::map_list:
+      return "a list of mappings, each with " + spec.required + " and any of " +
+             join(spec.choices);
   }
   return "?";
 }

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <memory>
 #include <numeric>
+#include <sstream>
 #include <vector>
 
 #include "autograd/engine.h"
@@ -18,6 +20,7 @@
 #include "data/fashion_mnist.h"
 #include "models/mlp.h"
 #include "optim/optimizer.h"
+#include "trainer/checkpoint.h"
 #include "trainer/report.h"
 #include "trainer/run_dir.h"
 #include "trainer/schedule.h"
@@ -62,10 +65,60 @@ Data load_data(const Config& config) {
 }
 
 // Fisher-Yates with Philox words; j = floor(u * (i + 1)) for a 32-bit u.
+// Draws exactly order.size() - 1 words.
 void shuffle(std::vector<int64_t>& order, Philox& rng) {
   for (size_t i = order.size(); i-- > 1;) {
     size_t j = size_t((uint64_t(rng.next_u32()) * (i + 1)) >> 32);
     std::swap(order[i], order[j]);
+  }
+}
+
+// The training order of epoch `epoch` (1-based): a pure function of (seed,
+// epoch), so a resumed run needs no data-stream state. Epoch e reads the
+// data stream from word (e - 1) * (n - 1) on, where one running stream
+// would be after e - 1 shuffles.
+void epoch_order(std::vector<int64_t>& order, uint64_t seed, int64_t epoch) {
+  const uint64_t words = order.empty() ? 0 : order.size() - 1;
+  Philox rng(seed, kDataStreamOffset + uint64_t(epoch - 1) * words);
+  std::iota(order.begin(), order.end(), int64_t(0));
+  shuffle(order, rng);
+}
+
+// Whether glob `p` ('*' any run of characters, '?' one) matches all of
+// `s`: the optimizer's override patterns.
+bool glob_match(const char* p, const char* s) {
+  const char* star = nullptr;  // the last '*' seen, and where it resumed
+  const char* resume = nullptr;
+  while (*s) {
+    if (*p == '*') {
+      star = p++;
+      resume = s;
+    } else if (*p == '?' || *p == *s) {
+      ++p, ++s;
+    } else if (star) {
+      p = star + 1;
+      s = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (*p == '*') ++p;
+  return *p == '\0';
+}
+
+std::string save_optimizer_state(const Optimizer& o) {
+  std::ostringstream out;
+  o.save_state(out);
+  return out.str();
+}
+
+void load_optimizer_state(Optimizer& o, const std::string& blob,
+                          const std::string& path) {
+  std::istringstream in(blob);
+  try {
+    o.load_state(in);
+  } catch (const UserError& e) {
+    throw UserError("checkpoint " + path + ": optimizer state: " + e.what());
   }
 }
 
@@ -134,9 +187,65 @@ OptimConfig optim_config(const Config& c) {
   o.beta1 = c.get_double("optim.beta1");
   o.beta2 = c.get_double("optim.beta2");
   o.eps = c.get_double("optim.eps");
+  o.alpha = c.get_double("optim.alpha");
   o.bits = int(c.get_int("optim.bits"));
+  o.block_size = int(c.get_int("optim.block_size"));
+  o.map = c.get_string("optim.map");
+  o.blockwise = c.get_bool("optim.blockwise");
+  o.min_8bit_size = c.get_int("optim.min_8bit_size");
+  o.percentile_clipping = int(c.get_int("optim.percentile_clipping"));
   o.clip_grad_norm = c.get_double("optim.clip_grad_norm");
+  o.max_trust_ratio = c.get_double("optim.max_trust_ratio");
+  o.max_unorm = c.get_double("optim.max_unorm");
+  for (const ConfigMap& m : c.get_map_list("optim.overrides")) {
+    OptimOverride v;
+    auto field = [&](const char* key) -> const ScalarValue* {
+      auto it = m.fields.find(key);
+      return it == m.fields.end() ? nullptr : &it->second;
+    };
+    v.pattern = std::get<std::string>(*field("pattern"));
+    if (auto* f = field("bits")) v.bits = int(std::get<int64_t>(*f));
+    if (auto* f = field("block_size")) {
+      v.block_size = int(std::get<int64_t>(*f));
+    }
+    if (auto* f = field("map")) v.map = std::get<std::string>(*f);
+    if (auto* f = field("blockwise")) v.blockwise = std::get<bool>(*f);
+    if (auto* f = field("min_8bit_size")) {
+      v.min_8bit_size = std::get<int64_t>(*f);
+    }
+    if (auto* f = field("percentile_clipping")) {
+      v.percentile_clipping = int(std::get<int64_t>(*f));
+    }
+    if (auto* f = field("weight_decay")) v.weight_decay = std::get<double>(*f);
+    o.overrides.push_back(std::move(v));
+  }
   return o;
+}
+
+// The optimizer's own message ("optim.bits: expected ...") prefixed with
+// where that key was set; "optim.overrides[i]...." with entry i's line.
+std::string with_origin(const Config& c, const std::string& message) {
+  const std::string key = message.substr(0, message.find(':'));
+  const std::string prefix = "optim.overrides[";
+  if (key.rfind(prefix, 0) == 0) {
+    const size_t i = std::stoul(key.substr(prefix.size()));
+    const auto overrides = c.get_map_list("optim.overrides");
+    if (i < overrides.size()) return overrides[i].origin + ": " + message;
+  }
+  if (find_key_spec(key)) return c.origin(key) + ": " + message;
+  return c.path() + ": " + message;
+}
+
+std::unique_ptr<Optimizer> build_optimizer(const Config& c,
+                                           std::vector<NamedTensor> params) {
+  check_override_patterns(c, params);
+  const OptimConfig o = optim_config(c);
+  try {
+    validate_optim_config(o);
+    return make_optimizer(std::move(params), o);
+  } catch (const UserError& e) {
+    throw UserError(with_origin(c, e.what()));
+  }
 }
 
 MLPConfig mlp_config(const Config& c) {
@@ -155,6 +264,13 @@ class MlpRun {
   RunSummary run();
 
  private:
+  void open_run_dir();
+  void restore();
+  void save_checkpoint() const;
+  // After a step or an epoch's evaluation: checkpoint when due; true when
+  // train.stop_at_step says to stop here.
+  bool checkpoint_or_stop();
+  RunSummary summary(const std::string& status) const;
   void train_step(const std::vector<int64_t>& order, int64_t begin,
                   int64_t end);
   void log_window();
@@ -162,6 +278,7 @@ class MlpRun {
   void stop_on_non_finite(double loss);
   void write_summary(const std::string& status) const;
   double epoch() const { return double(step_) / double(steps_per_epoch_); }
+  double wall_seconds() const { return wall_before_ + seconds_since(start_); }
   void emit(const std::string& line) const {
     if (options_.log) options_.log(line);
   }
@@ -175,7 +292,9 @@ class MlpRun {
   std::unique_ptr<Optimizer> optimizer_;
   LrSchedule schedule_;
   int64_t batch_size_, steps_per_epoch_, total_steps_, log_every_;
-  int64_t step_ = 0;  // steps done
+  int64_t checkpoint_every_, stop_at_step_;
+  int64_t step_ = 0;        // steps done
+  double wall_before_ = 0;  // seconds run before a resume
 
   std::string run_dir_;
   std::unique_ptr<MetricsCsv> metrics_;
@@ -200,7 +319,9 @@ MlpRun::MlpRun(const Config& config, const RunOptions& options, Data data,
       log_every_(config.get_int("train.log_every")) {
   Philox init_rng(uint64_t(config.get_int("seed")));
   model_ = std::make_unique<MLP>(mlp_config(config), init_rng);
-  optimizer_ = make_optimizer(model_->named_parameters(), optim_config(config));
+  optimizer_ = build_optimizer(config, model_->named_parameters());
+  checkpoint_every_ = config.get_int("train.checkpoint_every");
+  stop_at_step_ = config.get_int("train.stop_at_step");
 
   steps_per_epoch_ = (data_.n_train + batch_size_ - 1) / batch_size_;
   total_steps_ = config.get_int("train.epochs") * steps_per_epoch_;
@@ -215,31 +336,117 @@ MlpRun::MlpRun(const Config& config, const RunOptions& options, Data data,
 }
 
 RunSummary MlpRun::run() {
+  // A resume checks its checkpoint first: a bad one gives one message.
+  if (!options_.resume.empty()) restore();
   std::string table = config_.table();
   table.pop_back();  // the last newline
   emit("config " + config_.path() + "\n" + table);
+  open_run_dir();
 
+  const int64_t eval_every = config_.get_int("train.eval_every_epochs");
+  const uint64_t seed = uint64_t(config_.get_int("seed"));
+  std::vector<int64_t> order(size_t(data_.n_train));
+  window_start_ = Clock::now();
+  // A resumed run starts inside epoch step_ / steps_per_epoch_ + 1.
+  for (int64_t e = step_ / steps_per_epoch_ + 1; step_ < total_steps_; ++e) {
+    epoch_order(order, seed, e);
+    const int64_t first = step_ - (e - 1) * steps_per_epoch_;
+    for (int64_t b = first * batch_size_;
+         b < data_.n_train && step_ < total_steps_; b += batch_size_) {
+      train_step(order, b, std::min(data_.n_train, b + batch_size_));
+      const bool epoch_end = b + batch_size_ >= data_.n_train;
+      if (!epoch_end && step_ < total_steps_ && checkpoint_or_stop()) {
+        return summary("stopped");
+      }
+    }
+    if (e % eval_every == 0) run_eval();
+    if (step_ < total_steps_ && checkpoint_or_stop()) {
+      return summary("stopped");
+    }
+  }
+  if (last_eval_step_ != step_) run_eval();
+  save_checkpoint();
+  return summary("completed");
+}
+
+void MlpRun::open_run_dir() {
+  if (!options_.resume.empty()) {
+    run_dir_ = options_.resume;
+    emit(str("run folder: ", run_dir_, " (resumed at step ", step_, ")"));
+    metrics_ = MetricsCsv::resume(run_dir_ + "/metrics.csv", step_);
+    return;
+  }
   // Everything is checked: from here on the run folder exists.
   run_dir_ = create_run_dir(config_.get_string("name"), options_.out);
   emit("run folder: " + run_dir_);
   write_file_atomic(run_dir_ + "/resolved.yaml", config_.to_yaml());
   metrics_ = std::make_unique<MetricsCsv>(run_dir_ + "/metrics.csv");
+}
 
-  const int64_t eval_every = config_.get_int("train.eval_every_epochs");
-  std::vector<int64_t> order(size_t(data_.n_train));
-  window_start_ = Clock::now();
-  for (int64_t e = 1; step_ < total_steps_; ++e) {
-    std::iota(order.begin(), order.end(), int64_t(0));
-    shuffle(order, data_rng_);
-    for (int64_t b = 0; b < data_.n_train && step_ < total_steps_;
-         b += batch_size_) {
-      train_step(order, b, std::min(data_.n_train, b + batch_size_));
-    }
-    if (e % eval_every == 0) run_eval();
+void MlpRun::restore() {
+  const std::string path = options_.resume + "/checkpoint.bin";
+  const Checkpoint c = read_checkpoint(path);
+  // The run's shape: another value means another schedule or data order.
+  const std::pair<const char*, int64_t> same[] = {
+      {"total_steps", total_steps_},
+      {"steps_per_epoch", steps_per_epoch_},
+      {"batch_size", batch_size_},
+      {"n_train", data_.n_train}};
+  for (const auto& [key, value] : same) {
+    const int64_t saved = c.counter(path, key);
+    KBIT_USER_CHECK(saved == value, "checkpoint ", path, ": ", key, " is ",
+                    saved, " in the checkpoint but ", value,
+                    " in the config; resume needs the run's own config");
   }
-  if (last_eval_step_ != step_) run_eval();
+  load_parameters(path, c, model_->named_parameters());
+  load_optimizer_state(*optimizer_, c.optimizer_state, path);
 
-  write_summary("completed");
+  step_ = c.counter(path, "step");
+  KBIT_USER_CHECK(step_ >= 0 && step_ <= total_steps_, "checkpoint ", path,
+                  ": step ", step_, " is outside [0, ", total_steps_, "]");
+  dropout_rng_.set_offset(uint64_t(c.counter(path, "rng.dropout")));
+  window_steps_ = c.counter(path, "window.steps");
+  window_samples_ = c.counter(path, "window.samples");
+  last_eval_step_ = c.counter(path, "last_eval.step");
+  window_loss_ = c.real(path, "window.loss");
+  last_window_loss_ = c.real(path, "last_window_loss");
+  last_eval_ = {c.real(path, "last_eval.loss"),
+                c.real(path, "last_eval.accuracy")};
+  wall_before_ = c.real(path, "wall_seconds");
+}
+
+void MlpRun::save_checkpoint() const {
+  CheckpointMeta m;
+  m.config_text = config_.to_yaml();
+  m.counters = {{"step", step_},
+                {"total_steps", total_steps_},
+                {"steps_per_epoch", steps_per_epoch_},
+                {"batch_size", batch_size_},
+                {"n_train", data_.n_train},
+                {"rng.dropout", int64_t(dropout_rng_.offset())},
+                {"window.steps", window_steps_},
+                {"window.samples", window_samples_},
+                {"last_eval.step", last_eval_step_}};
+  m.reals = {{"window.loss", window_loss_},
+             {"last_window_loss", last_window_loss_},
+             {"last_eval.loss", last_eval_.loss},
+             {"last_eval.accuracy", last_eval_.accuracy},
+             {"wall_seconds", wall_seconds()}};
+  kbit::save_checkpoint(run_dir_ + "/checkpoint.bin", m,
+                        model_->named_parameters(),
+                        save_optimizer_state(*optimizer_));
+}
+
+bool MlpRun::checkpoint_or_stop() {
+  const bool stop = stop_at_step_ > 0 && step_ == stop_at_step_;
+  if (stop || (checkpoint_every_ > 0 && step_ % checkpoint_every_ == 0)) {
+    save_checkpoint();
+  }
+  return stop;
+}
+
+RunSummary MlpRun::summary(const std::string& status) const {
+  write_summary(status);
   RunSummary s;
   s.run_dir = run_dir_;
   s.test_accuracy = last_eval_.accuracy;
@@ -249,7 +456,8 @@ RunSummary MlpRun::run() {
   s.optimizer_state_bytes = optimizer_->state_bytes();
   s.steps = step_;
   s.skipped_steps = optimizer_->skipped_steps();
-  s.wall_seconds = seconds_since(start_);
+  s.wall_seconds = wall_seconds();
+  s.status = status;
   return s;
 }
 
@@ -285,6 +493,7 @@ void MlpRun::log_window() {
   p.samples_per_s = double(window_samples_) / std::max(seconds, 1e-9);
   p.eta_seconds = 1e-3 * p.ms_per_step * double(total_steps_ - step_);
   p.optim_state_bytes = optimizer_->state_bytes();
+  p.skipped_steps = optimizer_->skipped_steps();
   emit(format_progress(p));
   metrics_->write(MetricsRow{
       step_, p.epoch, p.loss, p.lr, p.ms_per_step, p.samples_per_s, {}, {}});
@@ -344,12 +553,67 @@ void MlpRun::write_summary(const std::string& status) const {
       .add("total_steps", total_steps_)
       .add("skipped_steps", optimizer_->skipped_steps())
       .add("epochs", epoch())
-      .add("wall_seconds", seconds_since(start_))
+      .add("wall_seconds", wall_seconds())
       .add("peak_bytes", peak);
   write_file_atomic(run_dir_ + "/summary.json", s.dump() + "\n");
 }
 
 }  // namespace
+
+const std::vector<std::string>& resume_override_keys() {
+  static const std::vector<std::string> keys = {
+      "train.checkpoint_every", "train.stop_at_step", "data.path"};
+  return keys;
+}
+
+Config load_resume_config(const std::string& run_dir,
+                          const std::vector<std::string>& overrides) {
+  const std::string path = run_dir + "/resolved.yaml";
+  std::error_code ec;
+  KBIT_USER_CHECK(std::filesystem::is_regular_file(path, ec), "--resume ",
+                  run_dir, ": expected a run folder with resolved.yaml, ",
+                  "got none");
+  const auto& keys = resume_override_keys();
+  std::vector<std::string> all = {"train.stop_at_step=0"};
+  for (const std::string& o : overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      std::string valid;
+      for (const std::string& k : keys)
+        valid += (valid.empty() ? "" : ", ") + k;
+      throw UserError("--set " + o + ": " + key +
+                      ": cannot change on --resume (it would change the "
+                      "run); keys that can: " +
+                      valid);
+    }
+    all.push_back(o);
+  }
+  return Config::load(path, all);
+}
+
+void check_override_patterns(const Config& config,
+                             const std::vector<NamedTensor>& params) {
+  const std::vector<ConfigMap> overrides =
+      config.get_map_list("optim.overrides");
+  for (size_t i = 0; i < overrides.size(); ++i) {
+    const std::string pattern =
+        std::get<std::string>(overrides[i].fields.at("pattern"));
+    bool matched = false;
+    for (const auto& np : params) {
+      matched = matched || glob_match(pattern.c_str(), np.first.c_str());
+    }
+    if (matched) continue;
+    constexpr size_t kShown = 12;  // names listed before "..."
+    std::string names;
+    for (size_t k = 0; k < params.size() && k < kShown; ++k) {
+      names += (k ? ", " : "") + params[k].first;
+    }
+    if (params.size() > kShown) names += str(", ... (", params.size(), ")");
+    throw UserError(str(overrides[i].origin, ": optim.overrides[", i,
+                        "].pattern: '", pattern, "' matches no parameter; ",
+                        "parameters are ", names));
+  }
+}
 
 RunSummary train_mlp(const Config& config, const RunOptions& options) {
   const Clock::time_point start = Clock::now();

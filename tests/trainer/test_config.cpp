@@ -146,7 +146,8 @@ TEST_CASE("config: a wrong type names the line, key and expected type") {
   path = dir.write("x.yaml", with_line(6, "  name: adamww"));
   CHECK(load_error(path) == path +
                                 ":6: optim.name: expected one of sgd, adam, "
-                                "adamw, got 'adamww'; did you mean 'adamw'?");
+                                "adamw, rmsprop, adagrad, lion, lamb, lars, "
+                                "got 'adamww'; did you mean 'adamw'?");
 
   path = dir.write("x.yaml", with_line(7, "  lr: 0.001\n  nesterov: yes"));
   CHECK(load_error(path) ==
@@ -182,9 +183,127 @@ TEST_CASE("config: an out-of-range value names the bound") {
   CHECK(load_error(path) ==
         path + ":5: model.hidden[1]: expected an integer >= 1, got '0'");
 
-  path = dir.write("x.yaml", with_line(7, "  lr: 0.001\n  bits: 8"));
+  path = dir.write("x.yaml", with_line(7, "  lr: 0.001\n  bits: 7"));
   CHECK(load_error(path) ==
-        path + ":8: optim.bits: expected one of 32, got '8'");
+        path + ":8: optim.bits: expected one of 32, 8, 4, got '7'");
+}
+
+TEST_CASE("config: optim keys for quantized states and new optimizers") {
+  TempDir dir;
+  const std::string sizes =
+      "expected one of 0, 32, 64, 128, 256, 512, 1024, 2048, 4096";
+  std::string path = dir.write("x.yaml", with_line(6, "  name: adamv"));
+  CHECK(load_error(path) == path +
+                                ":6: optim.name: expected one of sgd, adam, "
+                                "adamw, rmsprop, adagrad, lion, lamb, lars, "
+                                "got 'adamv'; did you mean 'adam'?");
+  path = dir.write("x.yaml", with_line(7, "  lr: 0.001\n  block_size: 16"));
+  CHECK(load_error(path) ==
+        path + ":8: optim.block_size: " + sizes + ", got '16'");
+  path = dir.write("x.yaml", with_line(7, "  block_size: 8192"));
+  CHECK(load_error(path) ==
+        path + ":7: optim.block_size: " + sizes + ", got '8192'");
+  path = dir.write("x.yaml", with_line(7, "  block_size: 100"));
+  CHECK(load_error(path) ==
+        path + ":7: optim.block_size: " + sizes + ", got '100'");
+  CHECK(load_error(dir.write("g.yaml", kGood), {"optim.block_size=1000"}) ==
+        "--set optim.block_size=1000: optim.block_size: " + sizes +
+            ", got '1000'");
+  path = dir.write("x.yaml", with_line(7, "  map: dynamc"));
+  CHECK(load_error(path) == path +
+                                ":7: optim.map: expected one of dynamic, "
+                                "linear, quantile, got 'dynamc'; did you mean "
+                                "'dynamic'?");
+  path = dir.write("x.yaml", with_line(7, "  percentile_clipping: 0"));
+  CHECK(load_error(path) == path +
+                                ":7: optim.percentile_clipping: expected an "
+                                "integer in [1, 100], got '0'");
+
+  path = dir.write("x.yaml", with_line(7,
+                                       "  bits: 8\n  block_size: 2048\n"
+                                       "  map: quantile"));
+  Config c = Config::load(path, {"optim.name=lion"});
+  CHECK(c.get_int("optim.bits") == 8);
+  CHECK(c.get_int("optim.block_size") == 2048);
+  CHECK(c.get_string("optim.map") == "quantile");
+  CHECK(c.get_string("optim.name") == "lion");
+  CHECK(c.get_bool("optim.blockwise"));
+  CHECK(c.get_int("optim.min_8bit_size") == 4096);
+}
+
+TEST_CASE("config: optim.overrides is a list of checked mappings") {
+  TempDir dir;
+  std::string path =
+      dir.write("x.yaml", with_line(7,
+                                    "  overrides:\n"
+                                    "    - {pattern: \"*.bias\", bits: 32}\n"
+                                    "    - pattern: \"fc0.*\"\n"
+                                    "      block_size: 64\n"
+                                    "      map: linear"));
+  Config c = Config::load(path, {});
+  auto o = c.get_map_list("optim.overrides");
+  REQUIRE(o.size() == 2);
+  CHECK(std::get<std::string>(o[0].fields.at("pattern")) == "*.bias");
+  CHECK(std::get<int64_t>(o[0].fields.at("bits")) == 32);
+  CHECK(o[0].origin == path + ":8");
+  CHECK(o[1].origin == path + ":9");
+  CHECK(std::get<int64_t>(o[1].fields.at("block_size")) == 64);
+  CHECK(std::get<std::string>(o[1].fields.at("map")) == "linear");
+  CHECK(Config::load(dir.write("e.yaml", ""), {})
+            .get_map_list("optim.overrides")
+            .empty());
+
+  // Each field is checked by its own key's spec, with its own line.
+  path = dir.write("x.yaml", with_line(7,
+                                       "  overrides:\n"
+                                       "    - pattern: \"*.bias\"\n"
+                                       "      bits: 7"));
+  CHECK(load_error(path) == path +
+                                ":9: optim.overrides[0].bits: expected one "
+                                "of 32, 8, 4, got '7'");
+  path = dir.write("x.yaml", with_line(7,
+                                       "  overrides:\n"
+                                       "    - {pattern: a, bits: 8}\n"
+                                       "    - {bits: 8}"));
+  CHECK(load_error(path) == path +
+                                ":9: optim.overrides[1]: expected the field "
+                                "pattern, got none");
+  path = dir.write("x.yaml", with_line(7,
+                                       "  overrides:\n"
+                                       "    - {pattern: a, bitz: 8}"));
+  CHECK(load_error(path) ==
+        path +
+            ":8: optim.overrides[0].bitz: unknown field; "
+            "expected pattern and any of bits, "
+            "block_size, map, blockwise, min_8bit_size, "
+            "percentile_clipping, weight_decay; did you mean 'bits'?");
+  path = dir.write("x.yaml", with_line(7, "  overrides: {pattern: a}"));
+  CHECK(load_error(path) ==
+        path +
+            ":7: optim.overrides: expected a list of "
+            "mappings, each with pattern and any of bits, "
+            "block_size, map, blockwise, min_8bit_size, "
+            "percentile_clipping, weight_decay, got a mapping");
+  path = dir.write("x.yaml", with_line(7, "  overrides: [fc0]"));
+  CHECK(load_error(path).rfind(
+            path + ":7: optim.overrides[0]: expected a mapping with pattern",
+            0) == 0);
+
+  // --set takes flow YAML; to_yaml writes it back so that it loads again.
+  path = dir.write("x.yaml", kGood);
+  c = Config::load(path, {"optim.overrides=[{pattern: \"fc*,x\", "
+                          "weight_decay: 0}]"});
+  o = c.get_map_list("optim.overrides");
+  REQUIRE(o.size() == 1);
+  CHECK(std::get<std::string>(o[0].fields.at("pattern")) == "fc*,x");
+  CHECK(std::get<double>(o[0].fields.at("weight_decay")) == 0.0);
+  CHECK(o[0].origin ==
+        "--set optim.overrides=[{pattern: \"fc*,x\", "
+        "weight_decay: 0}]");
+  Config back = Config::load(dir.write("back.yaml", c.to_yaml()), {});
+  CHECK(back.to_yaml().substr(back.to_yaml().find('\n')) ==
+        c.to_yaml().substr(c.to_yaml().find('\n')));
+  CHECK(back.get_map_list("optim.overrides")[0].fields == o[0].fields);
 }
 
 TEST_CASE("config: a missing data directory names the file and line") {

@@ -140,6 +140,8 @@ TEST_CASE("report: progress lines have a fixed width") {
   p.step = 9380;
   p.eta_seconds = 0;
   CHECK(kbit::format_progress(p).size() == a.size());
+  p.skipped_steps = 3;  // steps with non-finite gradients, when any
+  CHECK(kbit::format_progress(p).substr(a.size()) == " | skipped 3");
 
   kbit::EvalProgress e{469, 9380, 1.0, 0.4012, 0.8561, 0.84};
   CHECK(kbit::format_eval(e) ==
@@ -147,6 +149,25 @@ TEST_CASE("report: progress lines have a fixed width") {
         "| 0.8 s");
   CHECK(kbit::format_duration(42.2) == "42s");
   CHECK(kbit::format_duration(3725) == "1h02m");
+}
+
+TEST_CASE("report: metrics.csv resumes after a step, dropping later rows") {
+  TempDir dir;
+  const std::string path = dir / "metrics.csv";
+  {
+    kbit::MetricsCsv csv(path);
+    for (int64_t s : {2, 4, 4, 6}) csv.write(kbit::MetricsRow{s, 0.5});
+  }
+  {
+    auto csv = kbit::MetricsCsv::resume(path, 4);
+    csv->write(kbit::MetricsRow{5, 0.5});
+  }
+  const std::string h = std::string(kbit::MetricsCsv::header()) + "\n";
+  CHECK(read_text(path) == h + "2,0.5000,,,,,,\n4,0.5000,,,,,,\n"
+                               "4,0.5000,,,,,,\n5,0.5000,,,,,,\n");
+  dir.write("bad.csv", "not,a,metrics,file\n");
+  CHECK_THROWS_AS(kbit::MetricsCsv::resume(dir / "bad.csv", 1),
+                  kbit::UserError);
 }
 
 TEST_CASE("schedule: warmup then cosine to the floor, or constant") {

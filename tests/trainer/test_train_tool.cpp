@@ -7,9 +7,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "optim/optimizer.h"
 #include "trainer/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -171,4 +174,103 @@ TEST_CASE("train tool: a non-finite loss stops the run with exit 2") {
   CHECK(fs::exists(dir / "run/metrics.csv"));
   CHECK(read_text(dir / "run/summary.json")
             .find("\"status\": \"non_finite_loss\"") != std::string::npos);
+}
+
+TEST_CASE("train tool: bad optim settings and resumes exit 2, no folder") {
+  TempDir dir;
+  const std::string names =
+      "sgd, adam, adamw, rmsprop, adagrad, lion, lamb, lars";
+  const std::string sizes = "0, 32, 64, 128, 256, 512, 1024, 2048, 4096";
+  auto refused = [&](const std::string& optim) {
+    dir.write("bad.yaml", std::string(kTiny) + "optim:\n" + optim);
+    return run_train(dir, "bad.yaml");
+  };
+  Result r = refused("  name: adan\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err == "bad.yaml:11: optim.name: expected one of " + names +
+                     ", got 'adan'; did you mean 'adam'?\n");
+  r = refused("  bits: 7\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "bad.yaml:11: optim.bits: expected one of 32, 8, 4, got "
+        "'7'\n");
+  r = refused("  block_size: 8192\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err == "bad.yaml:11: optim.block_size: expected one of " + sizes +
+                     ", got '8192'\n");
+  r = refused("  block_size: 96\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err == "bad.yaml:11: optim.block_size: expected one of " + sizes +
+                     ", got '96'\n");
+  // The optimizer's own checks, prefixed with where the key was set.
+  r = refused("  name: sgd\n  bits: 4\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("bad.yaml:12: optim.bits: ", 0) == 0);
+  CHECK(count_lines_starting(r.err, "") == 1);
+  // Checked against the model's parameter names, before the run folder.
+  r = refused(
+      "  overrides:\n    - {pattern: \"*.bias\", bits: 32}\n"
+      "    - {pattern: \"*.nope\", bits: 32}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "bad.yaml:13: optim.overrides[1].pattern: '*.nope' matches "
+        "no parameter; parameters are fc0.weight, fc0.bias, "
+        "fc1.weight, fc1.bias\n");
+
+  r = run_train(dir, "--resume runs/none");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "--resume runs/none: expected a run folder with "
+        "resolved.yaml, got none\n");
+  r = run_train(dir, "bad.yaml --resume runs/none");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("--resume: expected no CONFIG and no --out", 0) == 0);
+  CHECK_FALSE(fs::exists(dir / "runs"));
+}
+
+TEST_CASE("train tool: --resume continues a stopped run in its folder") {
+  TempDir dir;
+  dir.write("tiny.yaml", kTiny);
+  Result r = run_train(dir, "tiny.yaml --out whole");
+  REQUIRE(r.exit_code == 0);
+  r = run_train(dir, "tiny.yaml --out part --set train.stop_at_step=6");
+  CAPTURE(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("stopped after step 6 (train.stop_at_step); continue "
+                   "with: train --resume part") != std::string::npos);
+  r = run_train(dir, "--resume part --set optim.lr=1");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("--set optim.lr=1: optim.lr: cannot change on --resume",
+                    0) == 0);
+  r = run_train(dir, "--resume part");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("run folder: part (resumed at step 6)") !=
+        std::string::npos);
+  // Same losses and evaluations (the timing columns aside).
+  auto losses = [&](const std::string& run) {
+    std::string out, text = read_text(dir / (run + "/metrics.csv"));
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      std::vector<std::string> cols(1);
+      for (char c : line) c == ',' ? cols.emplace_back() : cols.back() += c;
+      REQUIRE(cols.size() == 8);
+      cols[4] = cols[5] = "";  // ms_per_step, samples_per_s
+      for (const std::string& c : cols) out += c + ",";
+      out += "\n";
+    }
+    return out;
+  };
+  CHECK(losses("part") == losses("whole"));
+  CHECK(count_lines_starting(read_text(dir / "part/metrics.csv"), "") ==
+        1 + 4 + 2);
+  CHECK(
+      read_text(dir / "part/summary.json").find("\"status\": \"completed\"") !=
+      std::string::npos);
+
+  // A damaged checkpoint is refused with exit 2.
+  std::string bytes = read_text(dir / "part/checkpoint.bin");
+  dir.write("part/checkpoint.bin", bytes.substr(0, bytes.size() - 9));
+  r = run_train(dir, "--resume part");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("checkpoint part/checkpoint.bin: truncated (", 0) == 0);
 }
