@@ -3,7 +3,10 @@
 // dimensions, f32 and f64, batches with shared matrices; and the one-pool
 // rules (OpenMP OpenBLAS, every libgomp thread working, no extra threads).
 #include <doctest/doctest.h>
+
 #include <omp.h>
+#include <chrono>
+#include <thread>
 
 #include <dirent.h>
 #include <strings.h>
@@ -296,6 +299,9 @@ TEST_CASE("gemm: one pool (OpenMP OpenBLAS, all libgomp threads, no others)") {
   const char* wait = std::getenv("OMP_WAIT_POLICY");
   if (wait == nullptr || strcasecmp(wait, "active") != 0) {
     GemmArgs r{false, false, 256, 256, 256, 256, 256, 256, 1.0, 0.0};
+    // Let the workers finish spinning after the last GEMM first (libgomp
+    // spins a few ms before it sleeps), or their spin counts as busy.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     CHECK(busy_threads([&] { ref::gemm(r, A.data(), A.data(), C.data()); }) ==
           1);
   } else {
