@@ -412,6 +412,22 @@ template <bool Stream = false>
 inline void dequantize_block(const CodeSearch& s, const uint8_t* codes,
                              int64_t n, float absmax, float* out) {
   int64_t i = 0;
+#if defined(__AVX512F__)
+  // 16 values a step: one gather, and a streaming store fills a whole
+  // 64-byte line at once (0.52-0.57x of triad with 32-byte stores, measured).
+  const __m512 va16 = _mm512_set1_ps(absmax);
+  const bool stream16 = Stream && reinterpret_cast<uintptr_t>(out) % 64 == 0;
+  for (; i + 16 <= n; i += 16) {
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i));
+    __m512 c = _mm512_mul_ps(
+        _mm512_i32gather_ps(_mm512_cvtepu8_epi32(b), s.codes, 4), va16);
+    if (stream16) {
+      _mm512_stream_ps(out + i, c);
+    } else {
+      _mm512_storeu_ps(out + i, c);
+    }
+  }
+#endif
 #if defined(__AVX2__)
   const __m256 va = _mm256_set1_ps(absmax);
   for (; i + 8 <= n; i += 8) {
