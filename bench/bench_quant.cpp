@@ -97,9 +97,29 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// 64-byte aligned like kbit's tensor storage (core/storage.h), so the
+// kernels take the same paths as on tensors (streaming stores need it; a
+// plain large std::vector sits 16 bytes past a page boundary).
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) {
+    size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const Aligned64&) const { return true; }
+};
+using FloatArray = std::vector<float, Aligned64<float>>;
+
 // Fresh array touched in parallel (first touch places pages).
-std::vector<float> parallel_array(int64_t n, float value) {
-  std::vector<float> v(static_cast<size_t>(n));
+FloatArray parallel_array(int64_t n, float value) {
+  FloatArray v(static_cast<size_t>(n));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) v[i] = value;
   return v;
@@ -123,7 +143,7 @@ struct Triad {
     return 12.0 * double(n) / seconds / 1e9;
   }
   int64_t n;
-  std::vector<float> a, b, c;
+  FloatArray a, b, c;
 };
 
 // This thread's CPU nanoseconds per value of f over m values, the median
@@ -226,10 +246,10 @@ int main(int argc, char** argv) {
         load[0]);
 
   Triad triad(n);
-  std::vector<float> x = parallel_array(n, 0.f);
+  FloatArray x = parallel_array(n, 0.f);
   Philox rng(1);
   rng.fill_normal(x.data(), n);
-  std::vector<float> out = parallel_array(n, 0.f);
+  FloatArray out = parallel_array(n, 0.f);
   std::vector<float> absmax(size_t(cpu::num_blocks(n, g_block)));
   const int threads = omp_get_max_threads();
   const double gb = 4.0 * double(n) / 1e9;  // f32 side of one pass
