@@ -80,6 +80,26 @@ double seconds_of(const std::function<void()>& f, double& cpu) {
   return std::chrono::duration<double>(t1 - t0).count();
 }
 
+// 64-byte aligned like kbit's tensor storage (core/storage.h): a large
+// std::vector sits 16 bytes past a page boundary, so every 64-byte vector
+// load would straddle two cache lines, which tensors never do.
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const Aligned64&) const { return true; }
+};
+template <typename T>
+using AlignedVec = std::vector<T, Aligned64<T>>;
+
 double median(std::vector<double> x) {
   std::sort(x.begin(), x.end());
   const size_t h = x.size() / 2;
@@ -115,10 +135,10 @@ struct Kernel {
 // One N: returns false when the 8-bit step is slower than the 32-bit one.
 bool bench_size(int64_t n, int reps, bool judge) {
   const int64_t nb8 = (n + 255) / 256, nb4 = (n + 127) / 128;
-  std::vector<float> p(n), g(n), m(n), v(n);
-  std::vector<uint8_t> m8(n), v8(n), m4((n + 1) / 2), v4((n + 1) / 2);
-  std::vector<uint8_t> t8a(n), t8b(n);
-  std::vector<float> am8(nb8), av8(nb8), am4(nb4), av4(nb4);
+  AlignedVec<float> p(n), g(n), m(n), v(n);
+  AlignedVec<uint8_t> m8(n), v8(n), m4((n + 1) / 2), v4((n + 1) / 2);
+  AlignedVec<uint8_t> t8a(n), t8b(n);
+  AlignedVec<float> am8(nb8), av8(nb8), am4(nb4), av4(nb4);
 
   static const kbit::cpu::BlockCodebook cb_m8 = block_codebook("dynamic");
   static const kbit::cpu::BlockCodebook cb_v8 = block_codebook("udynamic");
