@@ -587,6 +587,15 @@ struct Driver {
   template <Pass kPass>
   void update_block(const BlockView& b, float* buf1, float* buf2, float* amax,
                     double* acc) const {
+    // Local copies: the stores to p could alias the scalars otherwise, and
+    // every broadcast would be reloaded after each store.
+    const Rule rule = this->rule;
+#ifdef KBIT_BLOCKWISE_VBMI
+    const BytePlanes* const planes1 = this->planes1;
+    const BytePlanes* const planes2 = this->planes2;
+#endif
+    const uint8_t* const codes1 = a.s1.codes;
+    const uint8_t* const codes2 = a.s2.codes;
     const float* cv1 = a.s1.codebook->values();
     const float* cv2 = kS == 2 ? a.s2.codebook->values() : nullptr;
     const float am1 = a.s1.absmax[b.blk];
@@ -623,9 +632,9 @@ struct Driver {
         for (; i + 64 <= b.len; i += 64) {
           const F z = Simd::zero();
           F s1[4], s2[4] = {z, z, z, z};
-          Simd::dequant64(a.s1.codes + b.begin + i, *planes1, vam1, s1);
+          Simd::dequant64(codes1 + b.begin + i, *planes1, vam1, s1);
           if constexpr (kS == 2) {
-            Simd::dequant64(a.s2.codes + b.begin + i, *planes2, vam2, s2);
+            Simd::dequant64(codes2 + b.begin + i, *planes2, vam2, s2);
           }
           for (int r = 0; r < 4; ++r) lanes(i + 16 * r, s1[r], s2[r]);
         }
