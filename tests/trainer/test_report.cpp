@@ -29,6 +29,14 @@ class CwdGuard {
   fs::path old_;
 };
 
+// A metrics row with only its step and epoch set.
+kbit::MetricsRow row_at(int64_t step, double epoch) {
+  kbit::MetricsRow row;
+  row.step = step;
+  row.epoch = epoch;
+  return row;
+}
+
 }  // namespace
 
 TEST_CASE("run_dir: atomic writes replace a file whole") {
@@ -156,11 +164,11 @@ TEST_CASE("report: metrics.csv resumes after a step, dropping later rows") {
   const std::string path = dir / "metrics.csv";
   {
     kbit::MetricsCsv csv(path);
-    for (int64_t s : {2, 4, 4, 6}) csv.write(kbit::MetricsRow{s, 0.5});
+    for (int64_t s : {2, 4, 4, 6}) csv.write(row_at(s, 0.5));
   }
   {
     auto csv = kbit::MetricsCsv::resume(path, 4);
-    csv->write(kbit::MetricsRow{5, 0.5});
+    csv->write(row_at(5, 0.5));
   }
   const std::string h = std::string(kbit::MetricsCsv::header()) + "\n";
   CHECK(read_text(path) == h + "2,0.5000,,,,,,\n4,0.5000,,,,,,\n"
