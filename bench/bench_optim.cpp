@@ -31,6 +31,8 @@
 #include <utility>
 #include <vector>
 
+#include "bench/aligned_vector.h"
+
 #include "kernels/cpu/optim_blockwise.h"
 #include "kernels/cpu/optim_update.h"
 #include "quant/codebook.h"
@@ -80,25 +82,7 @@ double seconds_of(const std::function<void()>& f, double& cpu) {
   return std::chrono::duration<double>(t1 - t0).count();
 }
 
-// 64-byte aligned like kbit's tensor storage (core/storage.h): a large
-// std::vector sits 16 bytes past a page boundary, so every 64-byte vector
-// load would straddle two cache lines, which tensors never do.
-template <typename T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <typename U>
-  Aligned64(const Aligned64<U>&) {}
-  T* allocate(size_t n) {
-    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t) { std::free(p); }
-  bool operator==(const Aligned64&) const { return true; }
-};
-template <typename T>
-using AlignedVec = std::vector<T, Aligned64<T>>;
+using kbit::bench::AlignedVec;
 
 double median(std::vector<double> x) {
   std::sort(x.begin(), x.end());

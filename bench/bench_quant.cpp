@@ -25,6 +25,8 @@
 #include <tuple>
 #include <vector>
 
+#include "bench/aligned_vector.h"
+
 #include "core/philox.h"
 #include "kernels/cpu/quantize.h"
 #include "kernels/ref/quantize.h"
@@ -97,25 +99,8 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// 64-byte aligned like kbit's tensor storage (core/storage.h), so the
-// kernels take the same paths as on tensors (streaming stores need it; a
-// plain large std::vector sits 16 bytes past a page boundary).
-template <typename T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <typename U>
-  Aligned64(const Aligned64<U>&) {}
-  T* allocate(size_t n) {
-    size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, bytes);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t) { std::free(p); }
-  bool operator==(const Aligned64&) const { return true; }
-};
-using FloatArray = std::vector<float, Aligned64<float>>;
+// Tensor-like (64-byte aligned) f32 arrays.
+using FloatArray = kbit::bench::AlignedVec<float>;
 
 // Fresh array touched in parallel (first touch places pages).
 FloatArray parallel_array(int64_t n, float value) {
