@@ -8,12 +8,14 @@
 // SIMD layers: AVX-512 (16 lanes; built with -march=native on this
 // machine), AVX2 + FMA (8 lanes), or scalar only. With AVX512-VBMI the
 // 8-bit dequantization looks the codes up in registers (byte permutes over
-// the codebook's byte planes) instead of gathering. Measured here (Xeon
-// with AVX512-VBMI, 1 thread, 1e6 parameters repeated, min of 100 steps,
-// TSC cycles): AdamW 8-bit 2.57 cycles per parameter (2.80 with dequantize
-// gathers); of that, requantization ~1.15 (its bucket-table gathers ~0.5),
-// sqrt + division ~0.25. From memory (1e8) about 3.0. The AVX2 layer runs
-// at ~5.0.
+// the codebook's byte planes) instead of gathering. Requantization is one
+// gather from a 65536-entry table indexed by the top 16 bits of the float,
+// an xor and an add (BlockCodebook::Table). Measured here (Xeon with
+// AVX512-VBMI, 1 thread, 65536 parameters repeated, min of 300 steps, TSC
+// cycles): AdamW 8-bit 2.51 cycles per parameter (2.56 with the earlier
+// compare-based table, 2.80 with dequantize gathers); of that,
+// requantization ~1.2 (its gathers ~0.45), sqrt + division ~0.3. The AVX2
+// layer runs at ~5.0 (measured with the earlier table).
 #include "kernels/cpu/optim_blockwise.h"
 
 #include <omp.h>
@@ -393,49 +395,29 @@ struct Simd {
   }
 #endif
 
-  // kClampHi = false: the caller guarantees |x| < 2 (the table covers it).
-  template <bool kClampHi>
+  // Codes of x in byte 2 of each lane (see BlockCodebook::Table).
   static __m512i index(const BlockCodebook::Table& t, __m512 x) {
-    const __m512i zero = _mm512_setzero_si512();
-    const __m512i u = _mm512_castps_si512(x);
-    // Per-lane shift counts: one uop each (a count in xmm takes two).
-    const __m512i sh = _mm512_set1_epi32(t.shift);
-    const __m512i up = _mm512_set1_epi32(32 - t.shift);
-    // Unsigned tables: negative x (as int32 < 0) clamp to lo like +tiny.
-    __m512i mag =
-        t.is_signed ? _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)) : u;
-    mag = _mm512_max_epi32(mag, _mm512_set1_epi32(int(t.lo)));
-    if (kClampHi) mag = _mm512_min_epi32(mag, _mm512_set1_epi32(int(t.hi)));
-    __m512i j = _mm512_srlv_epi32(mag, sh);
-    __m512i low = _mm512_sllv_epi32(mag, up);  // the low bits, at the top
-    if (t.is_signed) {
-      const __mmask16 neg = _mm512_cmplt_epi32_mask(u, zero);
-      j = _mm512_mask_add_epi32(j, neg, j, _mm512_set1_epi32(int(t.per_sign)));
-      low = _mm512_mask_xor_epi32(low, neg, low,
-                                  _mm512_sllv_epi32(_mm512_set1_epi32(-1), up));
-    }
-    // e = thr << (32 - shift) | c: low > e iff low > thr (low has zeros
-    // where c sits). The result's low byte is c + inc.
-    const __m512i e = _mm512_i32gather_epi32(j, t.entries, 4);
-    const __mmask16 inc = _mm512_cmpgt_epu32_mask(low, e);
-    return _mm512_mask_add_epi32(e, inc, e, _mm512_set1_epi32(1));
+    __m512i u = _mm512_castps_si512(x);
+    const __m512i e =
+        _mm512_i32gather_epi32(_mm512_srli_epi32(u, 16), t.entries, 4);
+    return _mm512_add_epi32(e, _mm512_xor_si512(u, _mm512_srai_epi32(u, 31)));
   }
 
 #ifdef KBIT_BLOCKWISE_VBMI
-  // 8-bit codes of 64 states x * inv at out: the low bytes of four index
-  // vectors packed by two byte permutes (a narrowing store is slower).
+  // 8-bit codes of 64 states x * inv at out: byte 2 of four index vectors,
+  // packed by two byte permutes (a narrowing store is slower).
   static void quantize64(const BlockCodebook::Table& t, const float* x, F inv,
                          uint8_t* out) {
     __m512i q[4];
     for (int r = 0; r < 4; ++r) {
-      q[r] = index<false>(t, _mm512_mul_ps(_mm512_loadu_ps(x + 16 * r), inv.v));
+      q[r] = index(t, _mm512_mul_ps(_mm512_loadu_ps(x + 16 * r), inv.v));
     }
-    // Byte i < 32 of a pair: byte 4 i of the concatenated (q0, q1).
-    const __m512i low_bytes = _mm512_set_epi32(
-        0, 0, 0, 0, 0, 0, 0, 0, 0x7c787470, 0x6c686460, 0x5c585450, 0x4c484440,
-        0x3c383430, 0x2c282420, 0x1c181410, 0x0c080400);
-    const __m512i ab = _mm512_permutex2var_epi8(q[0], low_bytes, q[1]);
-    const __m512i cd = _mm512_permutex2var_epi8(q[2], low_bytes, q[3]);
+    // Byte i < 32 of a pair: byte 4 i + 2 of the concatenated (q0, q1).
+    const __m512i code_bytes = _mm512_set_epi32(
+        0, 0, 0, 0, 0, 0, 0, 0, 0x7e7a7672, 0x6e6a6662, 0x5e5a5652, 0x4e4a4642,
+        0x3e3a3632, 0x2e2a2622, 0x1e1a1612, 0x0e0a0602);
+    const __m512i ab = _mm512_permutex2var_epi8(q[0], code_bytes, q[1]);
+    const __m512i cd = _mm512_permutex2var_epi8(q[2], code_bytes, q[3]);
     _mm512_storeu_si512(out,
                         _mm512_inserti64x4(ab, _mm512_castsi512_si256(cd), 1));
   }
@@ -443,10 +425,11 @@ struct Simd {
 
   // Codes of kQ states x * inv, stored at out (element kQ-aligned).
   static constexpr int kQ = 16;
-  template <int kBits, bool kClampHi>
+  template <int kBits>
   static void quantize(const BlockCodebook::Table& t, const float* x, F inv,
                        uint8_t* out) {
-    __m512i q = index<kClampHi>(t, _mm512_mul_ps(_mm512_loadu_ps(x), inv.v));
+    __m512i q = _mm512_srli_epi32(
+        index(t, _mm512_mul_ps(_mm512_loadu_ps(x), inv.v)), 16);
     if constexpr (kBits == 8) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
                        _mm512_cvtepi32_epi8(q));
@@ -501,32 +484,14 @@ struct Simd {
     return _mm256_mul_ps(_mm256_i32gather_ps(values, idx, 4), absmax.v);
   }
 
-  // kClampHi = false: the caller guarantees |x| < 2 (the table covers it).
-  template <bool kClampHi>
+  // Codes of x as int32 0..255 (see BlockCodebook::Table).
   static __m256i index(const BlockCodebook::Table& t, __m256 x) {
-    const __m256i u = _mm256_castps_si256(x);
-    const __m128i sh = _mm_cvtsi32_si128(t.shift);
-    const __m128i up = _mm_cvtsi32_si128(32 - t.shift);
-    // Unsigned tables: negative x (as int32 < 0) clamp to lo like +tiny.
-    __m256i mag =
-        t.is_signed ? _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)) : u;
-    mag = _mm256_max_epi32(mag, _mm256_set1_epi32(int(t.lo)));
-    if (kClampHi) mag = _mm256_min_epi32(mag, _mm256_set1_epi32(int(t.hi)));
-    __m256i j = _mm256_srl_epi32(mag, sh);
-    __m256i low = _mm256_sll_epi32(mag, up);
-    if (t.is_signed) {
-      __m256i neg = _mm256_srai_epi32(u, 31);
-      j = _mm256_add_epi32(
-          j, _mm256_and_si256(neg, _mm256_set1_epi32(int(t.per_sign))));
-      low = _mm256_xor_si256(low, _mm256_sll_epi32(neg, up));
-    }
-    __m256i e =
-        _mm256_i32gather_epi32(reinterpret_cast<const int*>(t.entries), j, 4);
-    // Unsigned low > e: flip the sign bits for the signed compare.
-    const __m256i flip = _mm256_set1_epi32(int(0x80000000u));
-    __m256i gt = _mm256_cmpgt_epi32(_mm256_xor_si256(low, flip),
-                                    _mm256_xor_si256(e, flip));
-    return _mm256_and_si256(_mm256_sub_epi32(e, gt), _mm256_set1_epi32(0xFF));
+    __m256i u = _mm256_castps_si256(x);
+    const __m256i e = _mm256_i32gather_epi32(
+        reinterpret_cast<const int*>(t.entries), _mm256_srli_epi32(u, 16), 4);
+    u = _mm256_xor_si256(u, _mm256_srai_epi32(u, 31));
+    return _mm256_and_si256(_mm256_srli_epi32(_mm256_add_epi32(e, u), 16),
+                            _mm256_set1_epi32(0xFF));
   }
 
   // 32 int32 codes (4 vectors, each 0..255) to 32 bytes in order.
@@ -539,13 +504,12 @@ struct Simd {
   }
 
   static constexpr int kQ = 32;
-  template <int kBits, bool kClampHi>
+  template <int kBits>
   static void quantize(const BlockCodebook::Table& t, const float* x, F inv,
                        uint8_t* out) {
     __m256i q[4];
     for (int r = 0; r < 4; ++r) {
-      q[r] =
-          index<kClampHi>(t, _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv.v));
+      q[r] = index(t, _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv.v));
     }
     __m256i bytes = pack32(q[0], q[1], q[2], q[3]);
     if constexpr (kBits == 8) {
@@ -709,8 +673,7 @@ struct Driver {
       }
 #endif
       for (; i + Simd::kQ <= b.len; i += Simd::kQ) {
-        Simd::quantize<kBits, false>(t, buf + i, vinv,
-                                     out + (kBits == 8 ? i : i / 2));
+        Simd::quantize<kBits>(t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
       }
     }
 #endif
@@ -910,110 +873,74 @@ BlockCodebook::BlockCodebook(const float* values, int size) {
   build_table();
 }
 
-// Picks the fewest mantissa bits k whose buckets hold at most one midpoint.
-// Bucket j of a sign covers the magnitudes [lo + j << shift, lo + (j + 1) <<
-// shift); magnitudes are clamped to [lo, hi], which is exact because no
-// midpoint lies in (0, lo] or at or above hi.
+// Bucket h (the top 16 bits of a float) holds the floats whose bit
+// patterns are h << 16 .. h << 16 | 0xFFFF. Inf and NaN buckets (exponent
+// 255) take the entries of the largest finite bucket of their sign.
 void BlockCodebook::build_table() {
-  constexpr uint32_t kMaxBucketsPerSign = 1u << 15;  // 128 KB per sign
+  constexpr uint32_t kBuckets = 1u << 16, kLow = 0xFFFF;
   const std::vector<float>& md = mid_up_;
-  float lo_mag = INFINITY, hi_mag = 0;
   for (float m : md) {
     if (m == 0.0f) return;  // a midpoint at 0: binary search instead
-    lo_mag = std::min(lo_mag, std::fabs(m));
-    hi_mag = std::max(hi_mag, std::fabs(m));
   }
   for (size_t i = 1; i < md.size(); ++i) {
     if (!(md[i - 1] < md[i])) return;  // repeated codes
   }
   signed_ = values_[0] < 0.0f;
-  int emin = std::ilogb(lo_mag);
-  if (std::ldexp(1.0f, emin) == lo_mag) --emin;  // strictly below
-  // 2^emax > every |mid|, and >= 2 so requantization (|x| < 2) needs no
-  // upper clamp.
-  const int emax = std::max(std::ilogb(hi_mag) + 1, 1);
-  if (emin < -126 || emax > 127) return;
-  lo_ = uint32_t(emin + 127) << 23;
-  hi_ = uint32_t(emax + 127) << 23;
-  for (int k = 1; k <= 16; ++k) {
-    shift_ = 23 - k;
-    per_sign_ = ((hi_ - lo_) >> shift_) + 1;
-    if (per_sign_ > kMaxBucketsPerSign) break;
-    table_.assign(size_t(per_sign_) * (signed_ ? 2 : 1), 0);
-    const uint32_t lowmask = (1u << shift_) - 1;
-    bool ok = true;
-    for (int s = 0; s < (signed_ ? 2 : 1) && ok; ++s) {
-      for (uint32_t j = 0; j < per_sign_ && ok; ++j) {
-        const uint32_t pa = lo_ + (j << shift_);
-        const uint32_t pb = std::min(pa + lowmask, hi_);
-        // The bucket's values [a, b]: magnitudes [pa, pb], mirrored if s.
-        float a = std::bit_cast<float>(pa), b = std::bit_cast<float>(pb);
-        if (s == 1) {
-          const float neg_b = -b;
-          b = -a;
-          a = neg_b;
-        }
-        // Midpoints strictly below the bucket, and those in [a, b]. x in
-        // the bucket counts the one inside iff x >= it, i.e. iff its low
-        // bits (reversed for negatives) are >= the midpoint's: low > thr
-        // with thr = those bits - 1 (or c + 1 when they are 0).
-        const auto first = std::lower_bound(md.begin(), md.end(), a);
-        const auto last = std::upper_bound(md.begin(), md.end(), b);
-        if (last - first > 1) {
-          ok = false;
-          break;
-        }
-        uint32_t c = uint32_t(first - md.begin());
-        uint32_t thr = lowmask;  // no midpoint: never incremented
-        if (last - first == 1) {
-          const uint32_t low = std::bit_cast<uint32_t>(*first) & lowmask;
-          const uint32_t t0 = s == 0 ? low : low ^ lowmask;
-          if (t0 == 0) {
-            ++c;
-          } else {
-            thr = t0 - 1;
-          }
-        }
-        // The sign fix, folded in: a clear sign bit gives max(i, z), a set
-        // one min(i, z - 1), where i = c + (low > thr) and z = first_nonneg.
-        const uint32_t z = uint32_t(first_nonneg_);
-        if (has_sign_fix() && s == 0 && c < z) c = z, thr = lowmask;
-        if (has_sign_fix() && s == 1 && c >= z - 1) {
-          c = z - 1, thr = lowmask;
-        }
-        table_[s * per_sign_ + j] = thr << (32 - shift_) | c;
+  const uint32_t z = uint32_t(first_nonneg_);
+  table_.assign(kBuckets, 0);
+  for (uint32_t h = 0; h < kBuckets; ++h) {
+    const bool neg = (h >> 15) != 0;
+    const uint32_t hm = std::min(h & 0x7FFFu, 0x7F7Fu);  // finite magnitudes
+    // The bucket's values [a, b].
+    float a = std::bit_cast<float>(hm << 16);
+    float b = std::bit_cast<float>(hm << 16 | kLow);
+    if (neg && signed_) {
+      const float neg_b = -b;
+      b = -a;
+      a = neg_b;
+    } else if (neg) {
+      b = a = 0.0f;  // unsigned codebooks take negative x as +0
+    }
+    // Midpoints strictly below the bucket, and those in [a, b]. x in the
+    // bucket counts the one inside iff x >= it, i.e. iff its low bits
+    // (reversed for negatives) are >= the midpoint's t0: low > thr with thr
+    // = t0 - 1 (or c + 1 when t0 is 0).
+    const auto first = std::lower_bound(md.begin(), md.end(), a);
+    const auto last = std::upper_bound(md.begin(), md.end(), b);
+    if (last - first > 1) {
+      table_.clear();
+      return;
+    }
+    uint32_t c = uint32_t(first - md.begin());
+    uint32_t thr = kLow;  // no midpoint: never incremented
+    if (last - first == 1) {
+      const uint32_t low = std::bit_cast<uint32_t>(*first) & kLow;
+      const uint32_t t0 = neg ? low ^ kLow : low;
+      if (t0 == 0) {
+        ++c;
+      } else {
+        thr = t0 - 1;
       }
     }
-    if (ok) return;
+    // The sign fix, folded in: a clear sign bit gives max(i, z), a set one
+    // min(i, z - 1), where i = c + (low > thr) and z = first_nonneg.
+    if (has_sign_fix() && !neg && c < z) c = z, thr = kLow;
+    if (has_sign_fix() && neg && c >= z - 1) c = z - 1, thr = kLow;
+    // The high bits of x' (u, or ~u for negative x).
+    const uint32_t high = neg ? ~h & 0xFFFFu : h;
+    table_[h] = (c << 16) + (kLow - thr) - (high << 16);
   }
-  table_.clear();
 }
 
 BlockCodebook::Table BlockCodebook::table() const {
-  // Indexed by mag >> shift directly: the base sits lo >> shift entries
-  // before the table (only ever offset back into it).
-  const uintptr_t base = reinterpret_cast<uintptr_t>(table_.data()) -
-                         uintptr_t(lo_ >> shift_) * sizeof(uint32_t);
-  return {reinterpret_cast<const uint32_t*>(base),
-          lo_,
-          hi_,
-          shift_,
-          per_sign_,
-          signed_};
+  return {table_.data(), signed_};
 }
 
 int BlockCodebook::quantize_table(float x) const {
   uint32_t u = std::bit_cast<uint32_t>(x);
-  if (!signed_ && (u >> 31)) u = 0;
-  const uint32_t mag = std::clamp(u & 0x7fffffffu, lo_, hi_);
-  uint32_t j = (mag - lo_) >> shift_;
-  uint32_t low = mag << (32 - shift_);  // the low bits, at the top
-  if (signed_ && (u >> 31)) {
-    j += per_sign_;
-    low ^= ~0u << (32 - shift_);
-  }
-  const uint32_t e = table_[j];
-  return int(e & 0xFF) + int(low > e);  // low > e iff low > thr
+  const uint32_t e = table_[u >> 16];
+  if (u >> 31) u = ~u;
+  return int(((e + u) >> 16) & 0xFF);
 }
 
 int BlockCodebook::nearest(float x) const {
@@ -1042,7 +969,7 @@ void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
     const BlockCodebook::Table t = cb.table();
     const Simd::F one(1.0f);
     for (; i + Simd::kQ <= n; i += Simd::kQ) {
-      Simd::quantize<8, true>(t, x + i, one, idx + i);
+      Simd::quantize<8>(t, x + i, one, idx + i);
     }
   }
 #endif

@@ -89,13 +89,19 @@ const char* blockwise_rule_name(BlockwiseRule rule);
 // A codebook prepared for exact nearest-code search. Built once per map and
 // shared by every parameter that uses it.
 //
-// Fast path: a bucket table indexed by the float's sign, exponent and top k
-// mantissa bits (k chosen so a bucket holds at most one midpoint). Each entry
-// holds the number of midpoints below the bucket and the low bits of the
-// bucket's midpoint, so one table load and one integer compare give the exact
-// index; the sign fix is folded into the entries. Codebooks the table cannot
-// serve (repeated values, a midpoint at 0) use a binary search over the
-// midpoints instead; both are exact.
+// Fast path: a bucket table indexed by the top 16 bits of the float (sign,
+// exponent and 7 mantissa bits): 65536 entries, of which a run touches the
+// few thousand its magnitudes reach. A bucket holds at most one midpoint.
+// Entry E is (c << 16) + (0xFFFF - thr) - (high bits of x'), where c counts
+// the midpoints below the bucket, thr is the threshold on the low 16 bits,
+// and x' is the float's bit pattern u (positive x, unsigned codebooks) or ~u
+// (negative x in signed codebooks, whose low bits then run the other way).
+// So E + x' carries into bit 16 exactly when the low bits pass the
+// threshold, and byte 2 of E + x' is the code: one load, one add (and a
+// sign-dependent xor for signed codebooks), no compare. The sign fix is
+// folded into the entries. Codebooks the table cannot serve (repeated
+// values, a midpoint at 0, two midpoints in one bucket) use a binary search
+// over the midpoints instead; both are exact.
 class BlockCodebook {
  public:
   // values: (K) sorted ascending, finite, 2 <= K <= 256.
@@ -120,15 +126,11 @@ class BlockCodebook {
   // bit gives an index < z, a clear one an index >= z).
   int quantize_index(float x) const;
 
-  // Table layout, for the vector kernels.
+  // Table layout, for the vector kernels: code(x) is byte 2 of
+  // entries[u >> 16] + (is_signed ? u ^ (int32(u) >> 31) : u), u = bits(x).
   struct Table {
-    // Entry j (of (signed ? 2 : 1) * per_sign) is at entries[j + (lo >>
-    // shift)]: indexed by magnitude >> shift directly.
-    const uint32_t* entries;
-    uint32_t lo, hi;    // magnitude bit patterns clamped to [lo, hi]
-    int shift;          // 23 - k
-    uint32_t per_sign;  // entries for one sign
-    bool is_signed;     // false: negative x are clamped to +0
+    const uint32_t* entries;  // (65536)
+    bool is_signed;
   };
   Table table() const;
 
@@ -138,10 +140,8 @@ class BlockCodebook {
 
   std::vector<float> values_;    // (K)
   std::vector<float> mid_up_;    // (K - 1)
-  std::vector<uint32_t> table_;  // entries: low bits << (32 - shift) | count
+  std::vector<uint32_t> table_;  // (65536) entries, see Table; or empty
   int first_nonneg_ = 0;
-  uint32_t lo_ = 0, hi_ = 0, per_sign_ = 0;
-  int shift_ = 0;
   bool signed_ = false;
 };
 

@@ -4,7 +4,6 @@
 // quantized step against an unquantized f64 step re-synced every step.
 #include <doctest/doctest.h>
 
-#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -179,8 +178,11 @@ TEST_CASE("kernels: optim_blockwise nearest code equals the argmin") {
 
   for (const cpu::BlockCodebook* cb : cbs) {
     // Codes, midpoints and their float neighbours, special values, random.
-    std::vector<float> xs = {0.0f,   -0.0f,   1.0f,   -1.0f,   1.5f,  -1.5f,
-                             1e-30f, -1e-30f, 1e-38f, -1e-38f, 3e-7f, -3e-7f};
+    // Magnitudes stop at 1e6: farther out, codes closer together than the
+    // f64 spacing there tie in the reference's distances.
+    std::vector<float> xs = {0.0f,   -0.0f,   1.0f,   -1.0f,   1.5f,   -1.5f,
+                             1e-30f, -1e-30f, 1e-38f, -1e-38f, 3e-7f,  -3e-7f,
+                             3.0f,   -7.5f,   1e6f,   -1e6f,   1e-45f, -1e-45f};
     for (int i = 0; i < cb->size(); ++i) xs.push_back(cb->values()[i]);
     for (int i = 0; i + 1 < cb->size(); ++i) {
       const float m = cb->mid_up()[i];
