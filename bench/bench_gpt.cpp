@@ -201,9 +201,10 @@ void run(const Args& a) {
   oc.bits = a.bits;
   auto opt = kbit::make_optimizer(model, oc);
   const int64_t B = a.batch, T = a.model.block_size;
-  std::fprintf(stderr, "bench_gpt: %lld parameters, %d threads, %d steps\n",
-               (long long)model.parameter_count(), omp_get_max_threads(),
-               a.steps);
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  std::printf("%lld parameters, %d threads, OMP_WAIT_POLICY %s, %d steps\n",
+              (long long)model.parameter_count(), omp_get_max_threads(),
+              wait ? wait : "(unset)", a.steps);
 
   std::vector<double> fw, bw, op, st, cpu_ms;
   double cpu0 = 0, wall0 = 0;

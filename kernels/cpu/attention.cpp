@@ -28,7 +28,9 @@ namespace {
 constexpr int64_t kRows = 4;  // rows of one register block
 
 // Below this many multiply-adds in all pairs together, one thread runs
-// them (the fork would cost more).
+// them (the fork would cost more). Pairs are handed out dynamically, two
+// at a time: on a shared machine a thread that lost its core for a while
+// does not hold up the other (each pair is ~50 us of work).
 constexpr int64_t kParallelMinWork = int64_t(1) << 16;
 
 template <typename T>
@@ -354,7 +356,7 @@ void causal_attention(const T* qkv, T* out, T* probs, int64_t B, int64_t Tn,
     Scratch<T> w;
     w.kt.resize(size_t(d.D * d.Tp));
     w.vp.resize(size_t(d.T * d.Dp));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 2)
     for (int64_t i = 0; i < B * H; ++i) {
       const int64_t b = i / H, h = i % H;
       forward_pair(d, qkv + b * Tn * d.row + h * D, probs + i * Tn * d.Tp,
@@ -374,7 +376,7 @@ void causal_attention_backward(const T* qkv, const T* probs, const T* dout,
     w.vt.resize(size_t(d.D * d.Tp));
     for (auto* b : {&w.kp, &w.qp, &w.gp}) b->resize(size_t(d.T * d.Dp));
     w.ds.resize(size_t(d.T * d.Tp));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 2)
     for (int64_t i = 0; i < B * H; ++i) {
       const int64_t b = i / H, h = i % H;
       const int64_t at = b * Tn * d.row + h * D;
