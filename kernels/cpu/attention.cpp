@@ -166,8 +166,9 @@ void mat_block(const T* const (&a)[kRows], int64_t ks, int64_t k0, int64_t k1,
 // out (nr, D), row stride ldo, = alpha a (nr, [k0, k1)) x ([k0, k1), Dp):
 // x rows at stride ldx = Dp (zero-padded channels).
 template <typename T>
-void rows_by_mat(Strided<T> a, int64_t nr, int64_t k0, int64_t k1, const T* x,
-                 int64_t ldx, int64_t D, T alpha, T* out, int64_t ldo) {
+void rows_by_mat(const Strided<T>& a, int64_t nr, int64_t k0, int64_t k1,
+                 const T* x, int64_t ldx, int64_t D, T alpha, T* out,
+                 int64_t ldo) {
   constexpr int64_t L = Simd<T>::L;
   const T* ar[kRows];
   row_pointers(a.a, a.rs, nr, ar);
@@ -217,21 +218,25 @@ T lanes_sum(const Vec<T>& v) {
 }
 
 // Row s (n, a multiple of the lanes) of scores -> softmax over [0, len),
-// zero over [len, n). The reductions run on whole vectors: with `omp simd
-// reduction`, GCC 12 finishes them through the stack, and the reload
-// stalls on store forwarding (measured: a fifth of the pass).
+// zero over [len, n). Reductions run on whole vectors, and the masked tail
+// is never written with scalars before a vector load: GCC 12's `omp simd
+// reduction` epilogues and a scalar fill before vector reads both stall on
+// store forwarding (each measured at a fifth of the pass).
 template <typename T>
 void causal_softmax_row(T* s, int64_t len, int64_t n) {
   constexpr int64_t L = Simd<T>::L;
-  std::fill(s + len, s + n, -std::numeric_limits<T>::infinity());
-  Vec<T> m = load(s);
-  for (int64_t j = L; j < n; j += L) {
+  const T ninf = -std::numeric_limits<T>::infinity();
+  Vec<T> lane;  // 0, 1, ..., L - 1
+  for (int64_t i = 0; i < L; ++i) lane[i] = T(i);
+  Vec<T> m = ninf - Vec<T>{};
+  for (int64_t j = 0; j < n; j += L) {
     const Vec<T> v = load(s + j);
-    m = m > v ? m : v;
+    const Vec<T> at = lane + T(j);
+    m = (at < T(len) && v > m) ? v : m;
   }
   const T mx = lanes_max<T>(m);
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) s[j] = exp_of(s[j] - mx);  // exp(-inf) = 0
+  for (int64_t j = 0; j < n; ++j) s[j] = j < len ? exp_of(s[j] - mx) : T(0);
   Vec<T> z = {};
   for (int64_t j = 0; j < n; j += L) z += load(s + j);
   const T r = T(1) / lanes_sum<T>(z);
@@ -244,11 +249,16 @@ void causal_softmax_row(T* s, int64_t len, int64_t n) {
 template <typename T>
 void softmax_grad_row(const T* p, T* ds, int64_t n) {
   constexpr int64_t L = Simd<T>::L;
-  Vec<T> acc = {};
-  for (int64_t j = 0; j < n; j += L) acc += load(p + j) * load(ds + j);
-  const T sum = lanes_sum<T>(acc);
+  Vec<T> a0 = {}, a1 = {};  // two chains hide the FMA latency
+  int64_t j = 0;
+  for (; j + 2 * L <= n; j += 2 * L) {
+    a0 += load(p + j) * load(ds + j);
+    a1 += load(p + j + L) * load(ds + j + L);
+  }
+  if (j < n) a0 += load(p + j) * load(ds + j);
+  const T sum = lanes_sum<T>(a0 + a1);
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - sum);
+  for (int64_t i = 0; i < n; ++i) ds[i] = p[i] * (ds[i] - sum);
 }
 
 struct Dims {
