@@ -7,9 +7,11 @@
 //                 over the key columns the row group can see;
 //   rows_by_mat   O (rows, D) = alpha A (rows, [k0, k1)) X, X packed, A
 //                 read by rows (P, dS) or by columns (P^T, dS^T).
-// For the small per-head products (T x T x D with D ~ 32) these beat calls
-// into the GEMM library, which spends more on packing and dispatch than on
-// the math at these sizes (bench_gpt --ops 1, see bench/bench_gpt.cpp).
+// For the small per-head products (T x T x D with D ~ 32) these beat one
+// single-threaded dnnl_sgemm call per causal row block of 32: measured
+// 2026-12-04 at B 32, T 128, H 4, D 32, both versions alternating in one
+// process, fastest of 40: forward 3.7 against 4.7 ms, backward 4.5 against
+// 4.9 ms on one thread; 2.1 / 2.8 and 2.5 / 3.3 ms on two.
 // Vectors are GCC vector extensions of 64 bytes (one AVX-512 register;
 // two AVX2 registers elsewhere).
 #include "kernels/cpu/attention.h"
