@@ -115,7 +115,8 @@ kbit::Tensor random_tokens(int64_t B, int64_t T, int64_t V, kbit::Philox& rng) {
   return kbit::Tensor::from_vector<int32_t>(v, {B, T});
 }
 
-// Median ms of `reps` runs of f (forward and backward of one op).
+// Fastest ms of `reps` runs of f (forward and backward of one op): on a
+// shared machine the minimum is the stable estimate of an op's cost.
 double time_ms(int reps, const std::function<void()>& f) {
   std::vector<double> t;
   for (int r = 0; r < reps + 1; ++r) {
@@ -123,7 +124,7 @@ double time_ms(int reps, const std::function<void()>& f) {
     f();
     if (r > 0) t.push_back(1e3 * (now() - t0));
   }
-  return median(t);
+  return *std::min_element(t.begin(), t.end());
 }
 
 // One op's forward and backward at the model's shapes.
@@ -161,26 +162,26 @@ void run_ops(const Args& a) {
   kbit::Tensor wte = leaf({V, C}, 0.02);
   kbit::Tensor tgt = random_tokens(B * T, 1, V, rng).view({B * T});
   using kbit::Tensor;
-  std::printf("ops of one block at B %lld T %lld C %lld (x%lld layers):\n",
-              (long long)B, (long long)T, (long long)C,
-              (long long)a.model.n_layer);
+  std::printf(
+      "ops of one block at B %lld T %lld C %lld (x%lld layers), "
+      "fastest of %d runs:\n",
+      (long long)B, (long long)T, (long long)C, (long long)a.model.n_layer,
+      reps);
   time_op("causal_attention", reps, qkv, [&](const Tensor& in) {
     return kbit::causal_attention(in, a.model.n_head);
   });
-  time_op("linear qkv C->3C", reps, x, [&](const Tensor& in) {
-    return kbit::linear(in, w_qkv, b_qkv);
-  });
-  time_op("linear fc C->4C", reps, x, [&](const Tensor& in) {
-    return kbit::linear(in, w_fc, b_fc);
-  });
-  time_op("linear proj 4C->C", reps, h, [&](const Tensor& in) {
-    return kbit::linear(in, w_pr, b_pr);
-  });
+  time_op("linear qkv C->3C", reps, x,
+          [&](const Tensor& in) { return kbit::linear(in, w_qkv, b_qkv); });
+  time_op("linear fc C->4C", reps, x,
+          [&](const Tensor& in) { return kbit::linear(in, w_fc, b_fc); });
+  time_op("linear proj 4C->C", reps, h,
+          [&](const Tensor& in) { return kbit::linear(in, w_pr, b_pr); });
   time_op("gelu (B, T, 4C)", reps, h,
           [&](const Tensor& in) { return kbit::gelu(in); });
-  time_op("layer_norm", reps, x, [&](const Tensor& in) {
-    return kbit::layer_norm(in, ln_w, ln_b);
-  });
+  time_op("bias_gelu (B, T, 4C)", reps, h,
+          [&](const Tensor& in) { return kbit::bias_gelu(in, b_fc); });
+  time_op("layer_norm", reps, x,
+          [&](const Tensor& in) { return kbit::layer_norm(in, ln_w, ln_b); });
   time_op("add (B, T, C)", reps, x,
           [&](const Tensor& in) { return kbit::add(in, in); });
   time_op("head + cross_entropy", reps, x, [&](const Tensor& in) {
@@ -200,9 +201,10 @@ void run(const Args& a) {
   oc.bits = a.bits;
   auto opt = kbit::make_optimizer(model, oc);
   const int64_t B = a.batch, T = a.model.block_size;
-  std::fprintf(stderr, "bench_gpt: %lld parameters, %d threads, %d steps\n",
-               (long long)model.parameter_count(), omp_get_max_threads(),
-               a.steps);
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  std::printf("%lld parameters, %d threads, OMP_WAIT_POLICY %s, %d steps\n",
+              (long long)model.parameter_count(), omp_get_max_threads(),
+              wait ? wait : "(unset)", a.steps);
 
   std::vector<double> fw, bw, op, st, cpu_ms;
   double cpu0 = 0, wall0 = 0;
