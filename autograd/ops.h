@@ -99,6 +99,10 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // x (..., in) times weight (out, in) transposed, plus bias (out) if defined.
 Tensor linear(const Tensor& x, const Tensor& weight,
               const Tensor& bias = Tensor());
+// gelu(x + bias) in one pass; x (..., n), bias (n). With a bias-free
+// linear before it, the same as gelu(linear(x, w, b)) with less memory
+// traffic (the GPT MLP).
+Tensor bias_gelu(const Tensor& x, const Tensor& bias);
 Tensor softmax(const Tensor& a, int axis = -1);
 Tensor log_softmax(const Tensor& a, int axis = -1);
 // Mean over rows of -log_softmax(logits)[row, target]; logits (N, C),
@@ -113,5 +117,13 @@ Tensor embedding(const Tensor& weight, const Tensor& indices);
 // Zeroes each element with probability p and scales the rest by 1/(1-p)
 // when training; the identity otherwise. The mask comes from rng.
 Tensor dropout(const Tensor& a, double p, bool training, Philox& rng);
+
+// ---- attention (autograd/ops_attention.cpp) ----
+// Causal multi-head self-attention on packed q|k|v. qkv (B, T, 3C): q in
+// columns [0, C), k in [C, 2C), v in [2C, 3C); head h of size
+// D = C / n_head uses columns [h D, (h+1) D) of each. Position t attends
+// to positions 0..t with softmax scale 1/sqrt(D). Returns (B, T, C),
+// heads side by side. f32 and f64.
+Tensor causal_attention(const Tensor& qkv, int64_t n_head);
 
 }  // namespace kbit
