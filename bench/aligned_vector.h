@@ -1,13 +1,16 @@
-// AlignedVec<T>: a std::vector whose memory is 64-byte aligned like kbit's
-// tensor storage (core/storage.h). A large plain std::vector sits 16 bytes
-// past a page boundary, so its 64-byte vector loads straddle cache lines and
-// kernels skip their streaming-store paths, which tensors never do.
+// AlignedVec<T>: a std::vector whose memory comes from kbit's host
+// allocator (core/storage.h: 64-byte aligned, huge pages when large), as
+// tensor storage does. A large plain std::vector sits 16 bytes past a page
+// boundary, so its 64-byte vector loads straddle cache lines and kernels
+// skip their streaming-store paths, which tensors never do.
 #pragma once
 
 #include <cstddef>
 #include <cstdlib>
 #include <new>
 #include <vector>
+
+#include "core/storage.h"
 
 namespace kbit::bench {
 
@@ -18,11 +21,9 @@ struct Aligned64 {
   template <typename U>
   Aligned64(const Aligned64<U>&) {}
   T* allocate(size_t n) {
-    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
+    return static_cast<T*>(kbit::host_alloc(n * sizeof(T)));
   }
-  void deallocate(T* p, size_t) { std::free(p); }
+  void deallocate(T* p, size_t) { kbit::host_free(p); }
   bool operator==(const Aligned64&) const { return true; }
 };
 

@@ -2,9 +2,14 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <new>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "core/error.h"
 
@@ -28,8 +33,8 @@ void account(MemTag tag, int64_t delta) {
 // A training step allocates and frees the same large activation buffers
 // every step. By default glibc serves large blocks with fresh mmaps and
 // hands freed memory at the top of the heap back to the kernel, so every
-// step faults in and zeroes all its activation pages again: 12-15% of the
-// CPU time of a GPT training step (bench_gpt, one thread, perf). Blocks up
+// step faults in and zeroes all its activation pages again (bench_gpt, one
+// thread: 10-20k page faults per step, about 100 after this). Blocks up
 // to glibc's largest mmap threshold (32 MiB on 64-bit) now come from the
 // heap, and freed heap memory stays in the process for reuse.
 bool keep_freed_memory() {
@@ -67,23 +72,37 @@ void reset_peak_memory() {
   for (Counters& c : g_counters) c.peak.store(c.live.load());
 }
 
+void* host_alloc(size_t nbytes) {
+  static const bool tuned = keep_freed_memory();
+  (void)tuned;
+  constexpr size_t kHugePage = size_t(2) << 20;
+  const size_t align = nbytes >= kHugePageMin ? kHugePage : kAlignment;
+  const size_t rounded =
+      (std::max<size_t>(nbytes, 1) + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, rounded);
+  if (!p) throw std::bad_alloc();
+#ifdef __linux__
+  if (align == kHugePage) madvise(p, rounded, MADV_HUGEPAGE);  // a hint
+#endif
+  return p;
+}
+
+void host_free(void* p) {
+  std::free(p);
+}
+
 Storage::Storage(size_t nbytes, MemTag tag, Device device)
     : nbytes_(nbytes), tag_(tag), device_(device) {
   KBIT_CHECK(device == Device::cpu,
              "[storage] device allocations go through the CUDA backend; "
              "this build allocates only on cpu, got ",
              device_name(device));
-  static const bool tuned = keep_freed_memory();
-  (void)tuned;
-  size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
-  if (rounded == 0) rounded = kAlignment;
-  data_ = std::aligned_alloc(kAlignment, rounded);
-  if (!data_) throw std::bad_alloc();
+  data_ = host_alloc(nbytes);
   account(tag_, int64_t(nbytes_));
 }
 
 Storage::~Storage() {
-  std::free(data_);
+  host_free(data_);
   account(tag_, -int64_t(nbytes_));
 }
 
