@@ -242,7 +242,8 @@ def plot(runs, out, x_key, window):
     scale = 1e6 if x_key == "tokens" and x_max >= 1e6 else 1.0
     xlabel = "tokens seen (millions)" if scale > 1 else x_key
 
-    shown = [y for y in draw(full, runs, x_key, window, float("-inf")) if y > 0]
+    shown = draw(full, runs, x_key, window, float("-inf"))
+    shown = [y for y in shown if y > 0]
     full.set_yscale("log")
     if shown:
         full.set_ylim(min(shown) * 0.95, max(shown) * 1.05)
