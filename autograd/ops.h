@@ -114,4 +114,12 @@ Tensor embedding(const Tensor& weight, const Tensor& indices);
 // when training; the identity otherwise. The mask comes from rng.
 Tensor dropout(const Tensor& a, double p, bool training, Philox& rng);
 
+// ---- attention (autograd/ops_attention.cpp) ----
+// Causal multi-head self-attention on packed q|k|v. qkv (B, T, 3C): q in
+// columns [0, C), k in [C, 2C), v in [2C, 3C); head h of size
+// D = C / n_head uses columns [h D, (h+1) D) of each. Position t attends
+// to positions 0..t with softmax scale 1/sqrt(D). Returns (B, T, C),
+// heads side by side. f32 and f64.
+Tensor causal_attention(const Tensor& qkv, int64_t n_head);
+
 }  // namespace kbit
