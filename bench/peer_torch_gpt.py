@@ -139,6 +139,7 @@ def shape(cfg):
         "weight_decay": float(cfg.get("optim.weight_decay", 0.0)),
         "overrides": list(cfg.get("optim.overrides") or []),
         "clip": float(cfg.get("optim.clip_grad_norm", 0.0)),
+        "bits": int(cfg.get("optim.bits", 32)),
         "warmup_steps": int(cfg.get("train.warmup_steps", 0)),
         "max_steps": int(cfg.get("train.max_steps", 0)),
         "cosine": cfg.get("train.schedule", "cosine") == "cosine",
@@ -332,8 +333,10 @@ def random_batches(s, gen):
 
 
 def child_timing(s, steps):
-    """Times `steps` training steps on random bytes."""
+    """Times `steps` training steps on random bytes, as bench_gpt does:
+    one micro-batch, no clipping."""
     import torch
+    s = dict(s, grad_accum=1, clip=0.0)
     gen = torch.Generator().manual_seed(s["seed"])
     torch.manual_seed(s["seed"])
     model = build_model(s)
@@ -503,10 +506,11 @@ def run_child(request, setting):
 
 
 def run_kbit_bench(build, s, steps):
+    """bench_gpt's tokens/s; its --steps counts its 3 warm-up steps."""
     cmd = [os.path.join(build, "bench_gpt"), "--layers", str(s["n_layer"]),
            "--d", str(s["d_model"]), "--heads", str(s["n_head"]),
            "--ctx", str(s["block_size"]), "--batch", str(s["batch_size"]),
-           "--steps", str(steps)]
+           "--steps", str(steps + WARMUP_STEPS), "--bits", str(s["bits"])]
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
     with Meter() as meter:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -556,7 +560,9 @@ def probe_settings(s):
 
 def throughput(s, best, build, rounds, steps):
     print(f"\n## Throughput: {rounds} alternating rounds, {steps} timed "
-          f"steps each")
+          f"steps each after {WARMUP_STEPS} warm-up steps (random bytes, one "
+          f"micro-batch of B x T, no clipping; kbit with "
+          f"{s['bits']}-bit states, torch 32-bit)")
     print("| round | torch tokens/s | torch other load | kbit tokens/s | "
           "kbit other load |")
     print("| ---: | ---: | ---: | ---: | ---: |")
