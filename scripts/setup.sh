@@ -1,5 +1,6 @@
 # Shared set-up for ./train and ./test (sourced, not run): installs the
-# missing Debian packages, configures build/ once and builds what changed.
+# missing Debian packages, prepares the KJV corpus once (prepare_kjv.sh),
+# configures build/ once and builds what changed.
 # Set KBIT_BUILD_DIR to build elsewhere, KBIT_CMAKE_ARGS to pass options.
 
 KBIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,7 +47,18 @@ kbit_build() {  # kbit_build [TARGET...]
     kbit_log "build failed"; exit 1; }
 }
 
+# The default GPT corpus (scripts/prepare_kjv.sh): a no-op once its stamp
+# exists. A failure is reported, not fatal: only kjv runs need the corpus,
+# and they say how to prepare it.
+kbit_prepare_corpora() {
+  local stamp="${KBIT_CACHE:-$HOME/.cache/kbit}/kjv/stamp"
+  [ -f "$stamp" ] && return 0
+  "$KBIT_ROOT/scripts/prepare_kjv.sh" ||
+    kbit_log "could not prepare the KJV corpus; kjv runs will refuse to start"
+}
+
 kbit_setup() {  # kbit_setup [TARGET...]
   kbit_install_packages
+  kbit_prepare_corpora
   kbit_build "$@"
 }

@@ -2,7 +2,12 @@
 // checkpoint.h).
 #include "trainer/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <bit>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -132,6 +137,29 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+// Test hook for crash safety: with KBIT_TEST_KILL_IN_CHECKPOINT=N in the
+// environment, the N-th save_checkpoint of this process (1-based) writes the
+// first half of `bytes` to the temporary file write_file_atomic would use
+// (".NAME.tmp.PID" beside `path`) and raises SIGKILL, a deterministic death
+// in the middle of writing a checkpoint. Not for normal use.
+void kill_if_testing_crash(const std::string& path, const std::string& bytes) {
+  static int saves = 0;
+  const char* env = std::getenv("KBIT_TEST_KILL_IN_CHECKPOINT");
+  if (!env || ++saves != std::atoi(env)) return;
+  const std::filesystem::path target(path);
+  const std::string tmp =
+      (target.parent_path() / ("." + target.filename().string() + ".tmp." +
+                               std::to_string(::getpid())))
+          .string();
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd >= 0) {
+    ssize_t written = ::write(fd, bytes.data(), bytes.size() / 2);
+    (void)written;
+    ::fsync(fd);
+  }
+  std::raise(SIGKILL);
+}
+
 }  // namespace
 
 uint64_t fnv1a64(const void* data, size_t n) {
@@ -186,7 +214,9 @@ std::string encode_checkpoint(const CheckpointMeta& meta,
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta,
                      const std::vector<NamedTensor>& params,
                      const std::string& optimizer_state) {
-  write_file_atomic(path, encode_checkpoint(meta, params, optimizer_state));
+  const std::string bytes = encode_checkpoint(meta, params, optimizer_state);
+  kill_if_testing_crash(path, bytes);
+  write_file_atomic(path, bytes);
 }
 
 Checkpoint decode_checkpoint(const std::string& path,

@@ -18,9 +18,10 @@
 //
 // The file is written with write_file_atomic (temporary file, fsync, rename,
 // folder fsync), so a crash while writing leaves the previous checkpoint
-// whole. Reading verifies magic, version, length and checksum before it
-// believes anything; a bad file is a UserError "checkpoint PATH: ..." (exit
-// code 2 in the tools).
+// whole (KBIT_TEST_KILL_IN_CHECKPOINT, a test hook in checkpoint.cpp, makes
+// such a crash happen on purpose). Reading verifies magic, version, length and
+// checksum before it believes anything; a bad file is a UserError "checkpoint
+// PATH: ..." (exit code 2 in the tools).
 #pragma once
 
 #include <cstdint>

@@ -63,6 +63,30 @@ std::string format_progress(const TrainProgress& p) {
   return line;
 }
 
+std::string format_gpt_progress(const GptProgress& p) {
+  char buf[256];
+  int w = digits(p.total_steps);
+  std::snprintf(buf, sizeof buf,
+                "step %*lld/%lld | loss %7.4f | lr %.2e | %7.0f tok/s | "
+                "%7.1f ms/step | ETA %6s | optim %7.2f MB",
+                w, (long long)p.step, (long long)p.total_steps, p.loss, p.lr,
+                p.tokens_per_s, p.ms_per_step,
+                format_duration(p.eta_seconds).c_str(),
+                double(p.optim_state_bytes) / 1e6);
+  std::string line = buf;
+  if (p.skipped_steps > 0) line += str(" | skipped ", p.skipped_steps);
+  return line;
+}
+
+std::string format_gpt_eval(int64_t step, int64_t total_steps, const char* what,
+                            double loss, double seconds) {
+  char buf[256];
+  int w = digits(total_steps);
+  std::snprintf(buf, sizeof buf, "eval %*lld/%lld | %s %7.4f | %.1f s", w,
+                (long long)step, (long long)total_steps, what, loss, seconds);
+  return buf;
+}
+
 std::string format_eval(const EvalProgress& p) {
   char buf[256];
   int w = digits(p.total_steps);
@@ -76,11 +100,12 @@ std::string format_eval(const EvalProgress& p) {
 
 // ---- metrics.csv ----
 
-MetricsCsv::MetricsCsv(const std::string& path) : path_(path) {
+MetricsCsv::MetricsCsv(const std::string& path, const char* columns)
+    : path_(path) {
   file_ = std::fopen(path.c_str(), "w");
   KBIT_CHECK(file_, "[metrics] cannot create ", path, ": ",
              std::strerror(errno));
-  std::fputs(header(), file_);
+  std::fputs(columns, file_);
   std::fputc('\n', file_);
   std::fflush(file_);
 }
@@ -90,12 +115,13 @@ MetricsCsv::~MetricsCsv() {
 }
 
 std::unique_ptr<MetricsCsv> MetricsCsv::resume(const std::string& path,
-                                               int64_t last_step) {
+                                               int64_t last_step,
+                                               const char* columns) {
   std::ifstream in(path, std::ios::binary);
   KBIT_USER_CHECK(in, path, ": cannot read the metrics file to resume");
   std::string line, kept;
-  KBIT_USER_CHECK(std::getline(in, line) && line == header(), path,
-                  ": expected the metrics header '", header(), "', got '", line,
+  KBIT_USER_CHECK(std::getline(in, line) && line == columns, path,
+                  ": expected the metrics header '", columns, "', got '", line,
                   "'");
   kept = line + "\n";
   while (std::getline(in, line)) {
@@ -121,20 +147,40 @@ const char* MetricsCsv::header() {
          "test_accuracy";
 }
 
+const char* MetricsCsv::gpt_header() {
+  return "step,tokens,train_loss,val_loss,lr,ms_per_step,tokens_per_s,"
+         "elapsed_s";
+}
+
+namespace {
+std::string csv_field(const std::optional<double>& v) {
+  std::string out = ",";
+  if (v) out += shortest(*v);
+  return out;
+}
+}  // namespace
+
+void MetricsCsv::write(const GptMetricsRow& row) {
+  put_line(std::to_string(row.step) + "," + std::to_string(row.tokens) +
+           csv_field(row.train_loss) + csv_field(row.val_loss) +
+           csv_field(row.lr) + csv_field(row.ms_per_step) +
+           csv_field(row.tokens_per_s) + csv_field(row.elapsed_s) + "\n");
+}
+
+void MetricsCsv::put_line(const std::string& line) {
+  bool ok = std::fputs(line.c_str(), file_) >= 0 && std::fflush(file_) == 0;
+  KBIT_CHECK(ok, "[metrics] cannot write ", path_, ": ", std::strerror(errno));
+}
+
 void MetricsCsv::write(const MetricsRow& row) {
-  auto field = [](const std::optional<double>& v) {
-    std::string out = ",";
-    if (v) out += shortest(*v);
-    return out;
-  };
+  auto field = csv_field;
   char epoch[32];
   std::snprintf(epoch, sizeof epoch, "%.4f", row.epoch);
   std::string line = std::to_string(row.step) + "," + epoch +
                      field(row.train_loss) + field(row.lr) +
                      field(row.ms_per_step) + field(row.samples_per_s) +
                      field(row.test_loss) + field(row.test_accuracy) + "\n";
-  bool ok = std::fputs(line.c_str(), file_) >= 0 && std::fflush(file_) == 0;
-  KBIT_CHECK(ok, "[metrics] cannot write ", path_, ": ", std::strerror(errno));
+  put_line(line);
 }
 
 // ---- summary.json ----

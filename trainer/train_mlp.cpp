@@ -47,7 +47,17 @@ struct Data {
 };
 
 Data load_data(const Config& config) {
-  const std::string dir = config.get_string("data.path");
+  KBIT_USER_CHECK(config.get_string("data.dataset") == "fashion_mnist",
+                  config.origin("data.dataset"),
+                  ": data.dataset: expected fashion_mnist for model.type mlp, "
+                  "got ",
+                  config.get_string("data.dataset"));
+  std::string dir = config.get_string("data.path");
+  if (dir.empty()) dir = kFashionMnistDir;
+  std::error_code ec;
+  KBIT_USER_CHECK(
+      std::filesystem::is_directory(dir, ec), config.origin("data.path"),
+      ": data.path: expected an existing directory, got '", dir, "'");
   Data data;
   try {
     data.train = load_fashion_mnist(dir, "train");
@@ -560,9 +570,22 @@ void MlpRun::write_summary(const std::string& status) const {
 
 }  // namespace
 
+std::unique_ptr<Optimizer> build_module_optimizer(const Config& config,
+                                                  const Module& model) {
+  check_override_patterns(config, model.named_parameters());
+  const OptimConfig o = optim_config(config);
+  try {
+    validate_optim_config(o);
+    return make_optimizer(model, o);
+  } catch (const UserError& e) {
+    throw UserError(with_origin(config, e.what()));
+  }
+}
+
 const std::vector<std::string>& resume_override_keys() {
   static const std::vector<std::string> keys = {
-      "train.checkpoint_every", "train.stop_at_step", "data.path"};
+      "train.checkpoint_every", "train.stop_at_step", "data.path",
+      "train.max_seconds"};
   return keys;
 }
 

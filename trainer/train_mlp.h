@@ -25,12 +25,14 @@
 // gives one message alone), then the run folder and the progress lines.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "models/module.h"
+#include "optim/optimizer.h"
 #include "trainer/config.h"
 
 namespace kbit {
@@ -38,6 +40,10 @@ namespace kbit {
 struct RunOptions {
   std::string out;     // the run folder (--out), or "" for runs/<name>
   std::string resume;  // a run folder to continue (--resume), or ""
+  // When set and *stop becomes nonzero (a SIGINT handler), a gpt run
+  // finishes its current step, writes checkpoint.bin and summary.json and
+  // returns with status "interrupted".
+  const volatile std::sig_atomic_t* stop = nullptr;
   // Receives each line to show (without the final newline); may be empty.
   std::function<void(const std::string&)> log;
 };
@@ -56,7 +62,8 @@ struct RunSummary {
 };
 
 // Keys --set may change on --resume: the ones that leave every number of
-// the run unchanged (train.checkpoint_every, train.stop_at_step, data.path).
+// the run unchanged (train.checkpoint_every, train.stop_at_step, data.path,
+// train.max_seconds).
 const std::vector<std::string>& resume_override_keys();
 
 // The config of the run in `run_dir` (its resolved.yaml) with `overrides`
@@ -69,6 +76,12 @@ Config load_resume_config(const std::string& run_dir,
 // that matches none is a UserError naming its line, the key and the names.
 void check_override_patterns(const Config& config,
                              const std::vector<NamedTensor>& params);
+
+// The optimizer of optim.* for `model`'s parameters (with its forced state
+// bits), after check_override_patterns; UserError prefixed with where the
+// offending key was set.
+std::unique_ptr<Optimizer> build_module_optimizer(const Config& config,
+                                                  const Module& model);
 
 // Runs the config (model.type mlp, data.dataset fashion_mnist). Throws
 // UserError for bad data (the message starts with data.path's origin) and

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "trainer/config.h"
 #include "trainer/temp_dir.h"
+#include "trainer/train_mlp.h"
 
 using kbit::Config;
 using kbit::test::TempDir;
@@ -24,6 +25,18 @@ std::string load_error(const std::string& path,
     return e.what();
   }
   return "(loaded)";
+}
+
+// The UserError message of training `path` (which must fail before any
+// work), or "(trained)".
+std::string train_error(const std::string& path,
+                        const std::vector<std::string>& overrides = {}) {
+  try {
+    kbit::train_mlp(Config::load(path, overrides), kbit::RunOptions{});
+  } catch (const kbit::UserError& e) {
+    return e.what();
+  }
+  return "(trained)";
 }
 
 // A valid config; tests replace one line of it. Line numbers are 1-based.
@@ -113,7 +126,10 @@ TEST_CASE("config: a misspelt key names the closest valid key") {
   CHECK(load_error(path) == path +
                                 ":4: model.colour: unknown key; valid keys "
                                 "here: model.type, model.hidden, "
-                                "model.activation, model.dropout");
+                                "model.activation, model.dropout, "
+                                "model.n_layer, model.n_head, "
+                                "model.d_model, model.block_size, "
+                                "model.mlp_ratio, model.stable_embedding");
 }
 
 TEST_CASE("config: a wrong type names the line, key and expected type") {
@@ -307,12 +323,17 @@ TEST_CASE("config: optim.overrides is a list of checked mappings") {
 }
 
 TEST_CASE("config: a missing data directory names the file and line") {
+  // data.path is a file or a folder depending on data.dataset, so the
+  // dataset's loader checks it (before any run folder exists), with the
+  // origin of the final value: an override may fix it.
   TempDir dir;
   std::string path = dir.write("x.yaml", "data:\n  path: /nope/fashion\n");
-  CHECK(load_error(path) == path +
-                                ":2: data.path: expected an existing "
-                                "directory, got '/nope/fashion'");
-  // Checked on the final value: an override may fix it.
+  CHECK(train_error(path) == path +
+                                 ":2: data.path: expected an existing "
+                                 "directory, got '/nope/fashion'");
+  CHECK(train_error(path, {"data.path=/nope"}) ==
+        "--set data.path=/nope: data.path: expected an existing directory, "
+        "got '/nope'");
   Config c = Config::load(path, {"data.path=" + dir.path().string()});
   CHECK(c.get_string("data.path") == dir.path().string());
 }
@@ -351,9 +372,6 @@ TEST_CASE("config: --set overrides a key, and bad overrides say why") {
   CHECK(load_error(path, {"model.hidden=[8"}) ==
         "--set model.hidden=[8: model.hidden: expected a list of integers >= "
         "1, got '[8'");
-  CHECK(load_error(path, {"data.path=/nope"}) ==
-        "--set data.path=/nope: data.path: expected an existing directory, "
-        "got '/nope'");
   CHECK(load_error(path, {"optim=1"})
             .rfind("--set optim=1: optim: is a section, not a key; set one of "
                    "optim.name, optim.lr,",

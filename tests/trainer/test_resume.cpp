@@ -130,7 +130,7 @@ TEST_CASE("resume: only keys that leave the run unchanged may be set") {
                        "--set optim.lr=0.1: optim.lr: cannot change on "
                        "--resume (it would change the run); keys that can: "
                        "train.checkpoint_every, train.stop_at_step, "
-                       "data.path",
+                       "data.path, train.max_seconds",
                        UserError);
   CHECK_THROWS_WITH_AS(load_resume_config(dir / "nope", {}),
                        ("--resume " + (dir / "nope") +
