@@ -1,10 +1,16 @@
 // Sampling from a GPT (models/generate.h): the byte draw on hand-made
 // logits, then generate() on a small random-weight GPT: greedy is
 // deterministic, top-k 1 is greedy, a prompt longer than the context gives
-// what its last block_size bytes give, and bad options throw.
+// what its last block_size bytes give, and bad options throw. Then
+// `kbit sample` on a run folder written here: its output is the library's,
+// a long prompt gives one warning line, and bad folders exit 2.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <vector>
@@ -13,6 +19,8 @@
 #include "core/philox.h"
 #include "models/generate.h"
 #include "models/gpt.h"
+#include "trainer/checkpoint.h"
+#include "trainer/temp_dir.h"
 
 using namespace kbit;
 
@@ -107,4 +115,129 @@ TEST_CASE("generate: bad options throw") {
   o.temperature = 1;
   o.top_k = -2;
   CHECK_THROWS_AS(generate(model, "a", o), Error);
+}
+
+// ---- kbit sample (build/kbit from the outside) ----
+
+namespace {
+
+const std::string kKbit = std::string(KBIT_BINARY_DIR) + "/kbit";
+
+struct ToolRun {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+ToolRun run_kbit(const kbit::test::TempDir& dir, const std::string& args) {
+  const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
+  const std::string cmd =
+      "'" + kKbit + "' " + args + " >'" + out + "' 2>'" + err + "'";
+  const int status = std::system(cmd.c_str());
+  ToolRun r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = kbit::test::read_text(out);
+  r.err = kbit::test::read_text(err);
+  return r;
+}
+
+const char* kTinyYaml =
+    "model:\n"
+    "  type: gpt\n"
+    "  n_layer: 1\n"
+    "  n_head: 2\n"
+    "  d_model: 16\n"
+    "  block_size: 8\n";
+
+// A run folder as train writes it: resolved.yaml and checkpoint.bin of
+// tiny_gpt(seed).
+void write_run(const kbit::test::TempDir& dir, const std::string& name,
+               const GPT& model) {
+  dir.write(name + "/resolved.yaml", kTinyYaml);
+  CheckpointMeta meta;
+  meta.config_text = kTinyYaml;
+  save_checkpoint(dir / (name + "/checkpoint.bin"), meta,
+                  model.named_parameters(), "");
+}
+
+int count_lines(const std::string& text) {
+  return int(std::count(text.begin(), text.end(), '\n'));
+}
+
+}  // namespace
+
+TEST_CASE("generate: kbit sample prints the prompt and the model's bytes") {
+  REQUIRE_MESSAGE(std::filesystem::exists(kKbit), kKbit,
+                  " is missing: build all targets");
+  kbit::test::TempDir dir;
+  const GPT model = tiny_gpt(11);
+  write_run(dir, "run", model);
+  SampleOptions greedy;
+  greedy.tokens = 16;
+  greedy.temperature = 0;
+
+  ToolRun r = run_kbit(dir, "sample '" + (dir / "run") +
+                                "' --prompt 'In the' --tokens 16 "
+                                "--temperature 0");
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.empty());
+  CHECK(r.out == "In the" + generate(model, "In the", greedy) + "\n");
+
+  // Longer than block_size 8: one warning line, the last 8 bytes kept.
+  const std::string prompt = "And God saw the light";
+  r = run_kbit(dir, "sample '" + (dir / "run") + "' --prompt '" + prompt +
+                        "' --tokens 16 --temperature 0");
+  CHECK(r.exit_code == 0);
+  CHECK(count_lines(r.err) == 1);
+  CHECK(r.err.find("warning: the prompt has 21 bytes, more than the context "
+                   "of 8; using its last 8") != std::string::npos);
+  const std::string tail = prompt.substr(prompt.size() - 8);
+  CHECK(r.out == tail + generate(model, tail, greedy) + "\n");
+}
+
+TEST_CASE("generate: kbit sample refuses bad run folders with exit code 2") {
+  REQUIRE_MESSAGE(std::filesystem::exists(kKbit), kKbit,
+                  " is missing: build all targets");
+  kbit::test::TempDir dir;
+  write_run(dir, "run", tiny_gpt(2));
+  dir.write("mlp/resolved.yaml", "model:\n  type: mlp\n");
+  dir.write("mlp/checkpoint.bin", "");
+  dir.write("empty/placeholder", "");
+  std::string bytes = kbit::test::read_text(dir / "run/checkpoint.bin");
+  bytes[bytes.size() / 2] ^= 0x5a;
+  dir.write("corrupt/resolved.yaml", kTinyYaml);
+  dir.write("corrupt/checkpoint.bin", bytes);
+  dir.write("short/resolved.yaml", kTinyYaml);
+  dir.write("short/checkpoint.bin", bytes.substr(0, bytes.size() / 3));
+  // Another shape: the checkpoint of d_model 16 under a d_model 32 config.
+  dir.write("shape/resolved.yaml",
+            "model:\n  type: gpt\n  n_layer: 1\n  n_head: 2\n"
+            "  d_model: 32\n  block_size: 8\n");
+  dir.write("shape/checkpoint.bin",
+            kbit::test::read_text(dir / "run/checkpoint.bin"));
+
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {"sample '" + (dir / "nothing") + "'", "which is not a folder"},
+      {"sample '" + (dir / "empty") + "'", "resolved.yaml in the run folder"},
+      {"sample '" + (dir / "mlp") + "'", "expected a gpt run"},
+      {"sample '" + (dir / "corrupt") + "'", "checkpoint"},
+      {"sample '" + (dir / "short") + "'", "checkpoint"},
+      {"sample '" + (dir / "shape") + "'", "wte.weight"},
+      {"sample '" + (dir / "run") + "' --tokens -3", "--tokens >= 0"},
+      {"sample '" + (dir / "run") + "' --temperature hot", "got 'hot'"},
+      {"sample '" + (dir / "run") + "' --top-k -1", "--top-k >= 0"},
+      {"sample '" + (dir / "run") + "' --topk 3", "unknown option '--topk'"},
+      {"sample", "expected one RUN_DIR"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.args);
+    ToolRun r = run_kbit(dir, c.args);
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(count_lines(r.err) == 1);
+    CHECK(r.err.find(c.message) != std::string::npos);
+    CHECK(r.out.empty());
+  }
 }
