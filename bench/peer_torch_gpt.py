@@ -354,18 +354,29 @@ def child_timing(s, steps):
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def read_split(folder, T):
-    train = os.path.join(folder, "train.txt")
-    val = os.path.join(folder, "val.txt")
-    for path in (train, val):
-        if not os.path.isfile(path):
-            raise UsageError(f"{path} is missing; prepare the corpus with "
+def read_split(path, T):
+    """(train, val) bytes as data/text.cpp splits them: a folder's
+    train.txt and val.txt, or a file's last tenth from the first line
+    start at or after 90% of its bytes."""
+    if os.path.isdir(path):
+        names = [os.path.join(path, n) for n in ("train.txt", "val.txt")]
+    else:
+        names = [path]
+    for name in names:
+        if not os.path.isfile(name):
+            raise UsageError(f"{name} is missing; prepare the corpus with "
                              f"scripts/prepare_kjv.sh")
-    data = [open(p, "rb").read() for p in (train, val)]
-    for p, d in zip((train, val), data):
+    data = [open(name, "rb").read() for name in names]
+    if len(data) == 1:
+        whole = data[0]
+        cut = len(whole) - int(len(whole) * 0.1)
+        start = whole.find(b"\n", max(cut - 1, 0))
+        cut = start + 1 if 0 <= start < len(whole) - 1 else cut
+        data = [whole[:cut], whole[cut:]]
+    for part, d in zip(("train", "validation"), data):
         if len(d) < T + 1:
-            raise UsageError(f"{p}: expected at least {T + 1} bytes, got "
-                             f"{len(d)}")
+            raise UsageError(f"{path}: expected at least {T + 1} {part} "
+                             f"bytes, got {len(d)}")
     return data
 
 
