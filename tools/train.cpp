@@ -33,10 +33,18 @@
 // to runs/<name>-2 (then -3, ...) and says so. An --out DIR that exists must
 // be an empty folder; otherwise train refuses (exit 2) before doing work.
 //
-// Exit codes: 0 done; 2 bad input (config, --set, command line, data files)
-// or a run stopped by a non-finite loss, with one message on stderr that
-// names the file, line and key; 1 an internal error. On bad input no run
-// folder is created.
+// model.type gpt runs trainer/train_gpt.h instead: a byte-level GPT on
+// data.dataset kjv (prepared by scripts/prepare_kjv.sh) or text, with
+// train.max_steps, train.max_seconds and train.grad_accum; the last line
+// gives final_val_loss (the whole validation split) and tokens/s. Ctrl-C
+// (SIGINT) finishes the current step, writes the checkpoint and summary.json
+// (status "interrupted") and exits 130; a second Ctrl-C ends it at once.
+//
+// Exit codes: 0 done; 130 interrupted (gpt); 2 bad input (config, --set,
+// command line, data files) or a run stopped by a non-finite loss, with one
+// message on stderr that names the file, line and key; 1 an internal error. On
+// bad input no run folder is created.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -47,6 +55,7 @@
 #include "trainer/config.h"
 #include "trainer/report.h"
 #include "trainer/run_dir.h"
+#include "trainer/train_gpt.h"
 #include "trainer/train_mlp.h"
 
 namespace {
@@ -115,6 +124,50 @@ Args parse_args(int argc, char** argv) {
   return args;
 }
 
+// Set by the first SIGINT of a gpt run; the run finishes its step, writes
+// checkpoint.bin and summary.json and returns "interrupted" (exit 130). A
+// second SIGINT ends the process at once (the default action).
+volatile std::sig_atomic_t g_stop = 0;
+
+extern "C" void on_sigint(int) {
+  g_stop = 1;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+void install_sigint_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+// The gpt run and its last line; the exit code.
+int run_gpt(const kbit::Config& config, kbit::RunOptions options) {
+  options.stop = &g_stop;
+  install_sigint_handler();
+  const kbit::GptRunSummary s = kbit::train_gpt(config, options);
+  char line[512];
+  if (s.status == "stopped" || s.status == "interrupted") {
+    std::snprintf(line, sizeof line,
+                  "%s after step %lld (%s); checkpoint and summary written; "
+                  "continue with: train --resume %s",
+                  s.status.c_str(), (long long)s.steps,
+                  s.status == "stopped" ? "train.stop_at_step" : "SIGINT",
+                  s.run_dir.c_str());
+    std::cerr << line << "\n";
+    return s.status == "interrupted" ? 130 : 0;
+  }
+  std::snprintf(
+      line, sizeof line,
+      "%s: final_val_loss %.4f | train_loss %.4f | %lld steps | "
+      "%.0f tok/s | %s | %s",
+      s.status == "time_limit" ? "time limit" : "done", s.final_val_loss,
+      s.final_train_loss, (long long)s.steps, s.tokens_per_second,
+      kbit::format_duration(s.wall_seconds).c_str(), s.run_dir.c_str());
+  std::cerr << line << "\n";
+  return 0;
+}
+
 void print_help() {
   std::printf(
       "%s\nConfig keys (type, default; --set key=value overrides "
@@ -145,6 +198,7 @@ int run(int argc, char** argv) {
   options.out = args.out;
   options.resume = args.resume;
   options.log = [](const std::string& line) { std::cerr << line << "\n"; };
+  if (config.get_string("model.type") == "gpt") return run_gpt(config, options);
   const kbit::RunSummary s = kbit::train_mlp(config, options);
 
   char line[256];
