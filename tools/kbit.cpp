@@ -31,6 +31,7 @@
 #include "quant/codebook.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
+#include "trainer/train_gpt.h"
 
 using namespace kbit;
 using namespace kbit::quant;
@@ -366,19 +367,6 @@ std::string run_file(const std::string& dir, const std::string& name) {
   KBIT_USER_CHECK(fs::is_regular_file(path), "[kbit sample] expected ", path,
                   " in the run folder; is '", dir, "' a finished gpt run?");
   return path;
-}
-
-// TODO: trainer/train_gpt.h's gpt_config_from (helper H2's branch) replaces
-// this local copy of the model.* key mapping once it is merged.
-GPTConfig gpt_config_from(const Config& config) {
-  GPTConfig c;
-  c.n_layer = config.get_int("model.n_layer");
-  c.n_head = config.get_int("model.n_head");
-  c.d_model = config.get_int("model.d_model");
-  c.block_size = config.get_int("model.block_size");
-  c.mlp_ratio = config.get_int("model.mlp_ratio");
-  c.stable_embedding = config.get_bool("model.stable_embedding");
-  return c;
 }
 
 // The run's GPT with the checkpoint's weights.
