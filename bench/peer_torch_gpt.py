@@ -630,7 +630,8 @@ def equal_time(s, best, cfg_path, build, seconds, corpus, work):
           f"{meter.others:.2f} cores)")
     kv, tv = k.get("final_val_loss"), r["final_val_loss"]
     lower = "kbit" if kv is not None and kv < tv else "torch"
-    print(f"lower validation loss: {lower} (kbit {kv}, torch {tv:.4f}); "
+    kv_text = "none" if kv is None else f"{kv:.4f}"
+    print(f"lower validation loss: {lower} (kbit {kv_text}, torch {tv:.4f}); "
           f"curves: experiments/compare.py {kbit_dir} {torch_dir}")
 
 
