@@ -22,8 +22,9 @@ What it does, in order (the first line printed is the command itself):
      The torch run is written as a run folder (metrics.csv, summary.json)
      next to kbit's, so experiments/compare.py can draw the two.
 
-Cost: about 2 x S seconds for step 4 plus R x (a few seconds) for step 3;
-the machine should be otherwise idle, as every number here is a timing.
+Cost, measured on 2 cores with gpt_small_8bit: steps 2 and 3 (5 rounds)
+about 5 minutes together, step 4 2 x S seconds plus about a minute of
+validation. The machine should be otherwise idle: every number is a timing.
 The busy-core figure printed with each timing is the CPU use of other
 processes during it (from /proc/stat); above about 0.15 cores the timing
 is disturbed. Exit code 2 for a bad command line, config or missing files.
