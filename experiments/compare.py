@@ -10,11 +10,14 @@ tokens_per_s,elapsed_s; train rows leave val_loss empty, eval rows leave
 train_loss empty) and summary.json. resolved.yaml, when present, gives the
 optimizer name and state bits for the labels.
 
-The picture has two panels: every run's train loss (smoothed, with the raw
-values faint behind it) and validation loss on a log axis over the whole
-run, and the same curves zoomed on the second half of training, where runs
-that differ by a percent can be told apart. The table goes to stdout; the
-first run is the baseline for the percent and ratio columns.
+The picture has three panels: every run's train loss (smoothed, with the
+raw values faint behind it) and validation loss on a log axis over the
+whole run; the same curves zoomed on the second half of training; and,
+with two runs or more, each later run's loss as percent above the first
+run's, where runs that differ by a percent can be told apart. The first
+run is drawn widest, so a run on top of it leaves it visible. The table
+goes to stdout; the first run is the baseline for the percent and ratio
+columns.
 
 Needs only Debian's python3, python3-numpy and python3-matplotlib; runs in
 well under a second. Exit code 2 for a folder that is not a gpt run.
@@ -208,23 +211,68 @@ def curves(run, x_key, window):
     return train_x, train_y, smooth(train_y, width), val_x, val_y
 
 
+COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
+          "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+
+
+def line_width(i):
+    """Run i's line width: the first run widest, so that a later run on
+    top of it (8 bits tracking 32 bits) leaves it visible at the edges."""
+    return max(1.0, 3.2 - 0.9 * i)
+
+
+def draw_relative(ax, runs, x_key, window):
+    """Each later run's smoothed train and val loss as percent above the
+    first run's, the first run's curves interpolated at the same x."""
+    import numpy as np
+    bx, _, bs, bvx, bvy = curves(runs[0], x_key, window)
+    base_val = final_losses(runs[0])[1]
+    ax.axhline(0.0, color=COLORS[0], linewidth=line_width(0),
+               label=f"{label(runs[0])} (the reference)")
+    for i, run in enumerate(runs[1:], start=1):
+        color, width = COLORS[i % len(COLORS)], line_width(i)
+        tx, _, ts, vx, vy = curves(run, x_key, window)
+        if len(bx) >= 2 and tx:
+            x = np.array(tx)
+            inside = (x >= bx[0]) & (x <= bx[-1])
+            ref = np.interp(x[inside], bx, bs)
+            ax.plot(x[inside], 100 * (np.array(ts)[inside] - ref) / ref,
+                    color=color, linewidth=width,
+                    label=f"{label(run)} train")
+        final = percent(final_losses(run)[1], base_val)
+        x, y = np.array(vx), np.array(vy)
+        if len(bvx) >= 1 and len(x):
+            inside = (x >= bvx[0]) & (x <= bvx[-1])
+            ref = np.interp(x[inside], bvx, bvy)
+            x, y = x[inside], 100 * (y[inside] - ref) / ref
+        else:
+            x, y = x[:0], y[:0]
+        # drawn even when empty: the legend still gives the final difference
+        ax.plot(x, y, color=color, linestyle="--", marker="o",
+                markersize=2 + 1.5 * width, linewidth=0.8 * width,
+                label=f"{label(run)} val (final {final})")
+    ax.set_ylabel(f"percent above {runs[0]['name']}")
+    ax.set_title("difference to the first run (+ = higher loss)")
+    ax.legend(fontsize=8, loc="best")
+
+
 def draw(ax, runs, x_key, window, x_from):
     """Draws every run on `ax` for x >= x_from; returns the y values shown."""
     shown = []
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
-              "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
     for i, run in enumerate(runs):
-        color = colors[i % len(colors)]
+        color = COLORS[i % len(COLORS)]
+        width = line_width(i)
         tx, ty, ts, vx, vy = curves(run, x_key, window)
         keep = [j for j, x in enumerate(tx) if x >= x_from]
         keep_v = [j for j, x in enumerate(vx) if x >= x_from]
         ax.plot([tx[j] for j in keep], [ty[j] for j in keep], color=color,
                 alpha=0.18, linewidth=0.8)
         ax.plot([tx[j] for j in keep], [ts[j] for j in keep], color=color,
-                linewidth=1.6, label=f"{label(run)} train")
+                linewidth=width, label=f"{label(run)} train")
         ax.plot([vx[j] for j in keep_v], [vy[j] for j in keep_v],
-                color=color, linestyle="--", marker="o", markersize=3.5,
-                linewidth=1.4, label=f"{label(run)} val")
+                color=color, linestyle="--", marker="o",
+                markersize=2 + 1.5 * width, linewidth=0.8 * width,
+                label=f"{label(run)} val")
         shown += [ts[j] for j in keep] + [vy[j] for j in keep_v]
     return shown
 
@@ -236,11 +284,16 @@ def plot(runs, out, x_key, window):
     from matplotlib.ticker import (FixedLocator, FuncFormatter,
                                    NullFormatter, NullLocator)
 
-    fig, (full, zoom) = plt.subplots(1, 2, figsize=(13, 5.2))
+    panels = 3 if len(runs) > 1 else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 5.2))
+    full, zoom = axes[0], axes[1]
     x_max = max([r[x_key] for run in runs for r in run["train"] + run["evals"]]
                 or [1.0])
-    scale = 1e6 if x_key == "tokens" and x_max >= 1e6 else 1.0
-    xlabel = "tokens seen (millions)" if scale > 1 else x_key
+    scale, xlabel = 1.0, x_key
+    if x_key == "tokens" and x_max >= 1e6:
+        scale, xlabel = 1e6, "tokens seen (millions)"
+    elif x_key == "tokens" and x_max >= 1e4:
+        scale, xlabel = 1e3, "tokens seen (thousands)"
 
     shown = draw(full, runs, x_key, window, float("-inf"))
     shown = [y for y in shown if y > 0]
@@ -260,9 +313,12 @@ def plot(runs, out, x_key, window):
         zoom.set_ylim(lo - pad, hi + pad)
     zoom.set_title("second half of training (linear scale)")
 
-    for ax in (full, zoom):
+    full.set_ylabel("cross-entropy (nats per byte)")
+    zoom.set_ylabel("cross-entropy (nats per byte)")
+    if panels == 3:
+        draw_relative(axes[2], runs, x_key, window)
+    for ax in axes:
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("cross-entropy (nats per byte)")
         ax.grid(True, which="both", alpha=0.3)
         ax.xaxis.set_major_formatter(
             FuncFormatter(lambda x, _, s=scale: f"{x / s:g}"))
