@@ -11,16 +11,37 @@ namespace {
 
 thread_local bool t_grad_enabled = true;
 
-// dst += src, same shape and dtype, both contiguous.
+// Below this many elements a sum stays on one thread (the fork would cost
+// more); above it, gradient sums of activations (a residual stream's
+// (B, T, C)) split across the OpenMP threads.
+constexpr int64_t kParallelSum = int64_t(1) << 15;
+
+// out = a + b elementwise, n elements; out may be a.
+template <typename T>
+void sum_loop(const T* a, const T* b, T* out, int64_t n) {
+#pragma omp parallel for simd if (n >= kParallelSum) schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+// dst += src, same shape and dtype, dst contiguous.
 void add_into(const Tensor& dst, const Tensor& src) {
   Tensor s = src.contiguous();
   dispatch_float(dst.dtype(), "backward", [&](auto* tp) {
     using T = std::remove_pointer_t<decltype(tp)>;
-    T* d = dst.data<T>();
-    const T* p = s.data<T>();
-    int64_t n = dst.numel();
-    for (int64_t i = 0; i < n; ++i) d[i] += p[i];
+    sum_loop(dst.data<T>(), s.data<T>(), dst.data<T>(), dst.numel());
   });
+}
+
+// A new tensor a + b (tag grad): one pass, where a copy of a followed by
+// add_into would make two.
+Tensor sum_of(const Tensor& a, const Tensor& b) {
+  Tensor ac = a.contiguous(), bc = b.contiguous();
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), MemTag::grad);
+  dispatch_float(a.dtype(), "backward", [&](auto* tp) {
+    using T = std::remove_pointer_t<decltype(tp)>;
+    sum_loop(ac.data<T>(), bc.data<T>(), out.data<T>(), out.numel());
+  });
+  return out;
 }
 
 Tensor owned_copy(const Tensor& g, MemTag tag) {
@@ -136,9 +157,7 @@ void backward(const Tensor& root, const Tensor& grad) {
       auto [slot, fresh] = grads.try_emplace(in.impl(), in_grads[i]);
       if (!fresh) {
         // Never add into a tensor a backward function may still hold.
-        Tensor sum = owned_copy(slot->second, MemTag::grad);
-        add_into(sum, in_grads[i]);
-        slot->second = sum;
+        slot->second = sum_of(slot->second, in_grads[i]);
       }
     }
   }

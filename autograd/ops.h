@@ -99,6 +99,10 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // x (..., in) times weight (out, in) transposed, plus bias (out) if defined.
 Tensor linear(const Tensor& x, const Tensor& weight,
               const Tensor& bias = Tensor());
+// gelu(x + bias) in one pass; x (..., n), bias (n). With a bias-free
+// linear before it, the same as gelu(linear(x, w, b)) with less memory
+// traffic (the GPT MLP).
+Tensor bias_gelu(const Tensor& x, const Tensor& bias);
 Tensor softmax(const Tensor& a, int axis = -1);
 Tensor log_softmax(const Tensor& a, int axis = -1);
 // Mean over rows of -log_softmax(logits)[row, target]; logits (N, C),

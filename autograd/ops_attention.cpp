@@ -1,5 +1,5 @@
 // Causal multi-head self-attention as one differentiable op (autograd/ops.h).
-// The forward pass keeps the softmax weights P (B, H, T, T) for the
+// The forward pass keeps the softmax weights P (B, H, T, ~T) for the
 // backward pass, which gives the gradient of the packed qkv input in one
 // (B, T, 3C) tensor. Kernels: kernels/cpu/attention.h.
 //
@@ -34,10 +34,11 @@ Tensor causal_attention(const Tensor& qkv, int64_t n_head) {
   const AttentionDims d = attention_dims(qkv, n_head);
   const DType dt = qkv.dtype();
   Tensor x = ops::contiguous(qkv).detach();
-  Tensor out = Tensor::empty({d.B, d.T, d.H * d.D}, dt);   // (B, T, C)
-  Tensor probs = Tensor::empty({d.B, d.H, d.T, d.T}, dt);  // (B, H, T, T)
+  Tensor out = Tensor::empty({d.B, d.T, d.H * d.D}, dt);  // (B, T, C)
+  Tensor probs;  // (B, H, T, Tp), Tp = T rounded up to whole vectors
   dispatch_float(dt, "causal_attention", [&](auto* tp) {
     using T = std::remove_pointer_t<decltype(tp)>;
+    probs = Tensor::empty({d.B, d.H, d.T, cpu::attention_row<T>(d.T)}, dt);
     cpu::causal_attention(x.data<T>(), out.data<T>(), probs.data<T>(), d.B, d.T,
                           d.H, d.D);
   });

@@ -1,7 +1,8 @@
-// Differentiable neural-network ops: matmul, linear, softmax, log_softmax,
-// cross_entropy, layer_norm, embedding, dropout. Each validates its inputs,
-// computes with a kernel from kernels/cpu, and records a backward closure
-// that keeps only what it needs. These ops use no other differentiable op.
+// Differentiable neural-network ops: matmul, linear, bias_gelu, softmax,
+// log_softmax, cross_entropy, layer_norm, embedding, dropout. Each validates
+// its inputs, computes with a kernel from kernels/cpu, and records a backward
+// closure that keeps only what it needs. These ops use no other differentiable
+// op.
 //
 // Shapes: B batch (the leading axes, flattened), M, K, N the matrix sizes
 // of (M, K) x (K, N), R rows (all axes but the last, flattened), C the last
@@ -431,6 +432,33 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (!s.need_w) s.x.t = Tensor();
   return record(y, "linear", {x, weight, bias},
                 [s](const Tensor& grad) { return linear_backward(s, grad); });
+}
+
+Tensor bias_gelu(const Tensor& x, const Tensor& bias) {
+  check_float(x, "bias_gelu", "x");
+  check_float(bias, "bias_gelu", "bias");
+  check_same_dtype(x, bias, "bias_gelu");
+  KBIT_CHECK(x.dim() >= 1 && bias.dim() == 1 && bias.shape(0) == x.shape(-1),
+             "[bias_gelu] expected x (..., n) and bias (n), got ",
+             shape_str(x.shape()), " and ", shape_str(bias.shape()));
+  const int64_t n = x.shape(-1), R = n > 0 ? x.numel() / n : 0;
+  Tensor xs = x.contiguous().detach(), bs = bias.contiguous().detach();
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), "bias_gelu", [&](auto* tp) {
+    using T = std::remove_pointer_t<decltype(tp)>;
+    cpu::bias_gelu(xs.data<T>(), bs.data<T>(), y.data<T>(), R, n);
+  });
+  return record(y, "bias_gelu", {x, bias}, [xs, bs, R, n](const Tensor& grad) {
+    Tensor g = grad.contiguous();
+    Tensor dx = Tensor::empty(xs.shape(), xs.dtype());
+    Tensor db = Tensor::empty({n}, xs.dtype());
+    dispatch_float(xs.dtype(), "bias_gelu backward", [&](auto* tp) {
+      using T = std::remove_pointer_t<decltype(tp)>;
+      cpu::bias_gelu_backward(xs.data<T>(), bs.data<T>(), g.data<T>(),
+                              dx.data<T>(), db.data<T>(), R, n);
+    });
+    return std::vector<Tensor>{dx, db};
+  });
 }
 
 Tensor softmax(const Tensor& a, int axis) {

@@ -82,7 +82,9 @@ GPTMLP::GPTMLP(int64_t d_model, int64_t hidden, Philox& rng, DType dtype) {
 }
 
 Tensor GPTMLP::forward(const Tensor& x) const {
-  return proj_->forward(gelu(fc_->forward(x)));
+  // gelu(fc(x)) with the bias added inside the GELU pass.
+  Tensor h = bias_gelu(linear(x, fc_->weight()), fc_->bias());
+  return proj_->forward(h);
 }
 
 // ---- GPTBlock ----

@@ -4,12 +4,12 @@
 // holds q in columns [0, C), k in [C, 2C), v in [2C, 3C); head h uses
 // columns [h D, (h+1) D) of each, read in place through row strides (no
 // head split or merge copies). out and dout (B, T, C), heads side by side;
-// dqkv (B, T, 3C). probs (B, H, T, T): the softmax weights of the forward
-// pass, kept for the backward pass; only the causal lower triangle of each
-// row block is meaningful (entries above it are unspecified).
+// dqkv (B, T, 3C). probs (B, H, T, Tp) with Tp = attention_row(T): the
+// softmax weights of the forward pass, kept for the backward pass; entry
+// (t, j) is meaningful for j <= t only.
 // Position t attends to 0..t with scale 1 / sqrt(D). (b, h) pairs go to
-// OpenMP threads, each running single-threaded GEMMs on row blocks of
-// kAttentionTile rows, so the masked upper triangle is skipped block-wise.
+// OpenMP threads; each pair runs small register-blocked loops over rows
+// in groups, so the masked upper triangle is skipped (no T x T mask).
 // The oracle is kernels/ref/attention.h.
 #pragma once
 
@@ -17,8 +17,12 @@
 
 namespace kbit::cpu {
 
-// Rows of one causal block: block i multiplies against keys [0, (i+1) tile).
-inline constexpr int64_t kAttentionTile = 32;
+// The row length of probs: T rounded up to a whole SIMD vector of T's.
+template <typename T>
+int64_t attention_row(int64_t Tn) {
+  constexpr int64_t lanes = 64 / int64_t(sizeof(T));
+  return (Tn + lanes - 1) / lanes * lanes;
+}
 
 template <typename T>
 void causal_attention(const T* qkv, T* out, T* probs, int64_t B, int64_t Tn,

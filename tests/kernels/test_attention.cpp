@@ -61,7 +61,9 @@ void check_shape(const AttnShape& s, double atol, double rtol) {
   std::vector<T> qkv = random_vec<T>(s.B * s.T * 3 * C, 11, 2.0);
   std::vector<T> dout = random_vec<T>(s.B * s.T * C, 12, 1.0);
   std::vector<T> out(dout.size()), want(dout.size());
-  std::vector<T> probs(size_t(s.B * s.H * s.T * s.T));
+  // NaN-filled: the backward pass must read only what the forward wrote.
+  std::vector<T> probs(size_t(s.B * s.H * s.T * cpu::attention_row<T>(s.T)),
+                       T(NAN));
   cpu::causal_attention(qkv.data(), out.data(), probs.data(), s.B, s.T, s.H,
                         s.D);
   ref::causal_attention(qkv.data(), want.data(), s.B, s.T, s.H, s.D);

@@ -11,6 +11,7 @@
 
 #include "autograd/ops.h"
 #include "models/gpt.h"
+#include "optim/optimizer.h"
 #include "support/gradcheck.h"
 
 using namespace kbit;
@@ -179,6 +180,46 @@ TEST_CASE("models: GPT loss gradient check (f64)") {
         [&](const std::vector<Tensor>&) { return model.loss(idx, tgt); },
         model.parameters(), stable ? "gpt stable" : "gpt");
   }
+}
+
+TEST_CASE("models: GPT (f32) learns a fixed batch") {
+  // A cyclic sequence: each token is fully determined by the previous
+  // ones, so the model can drive the loss near zero.
+  GPTConfig c;
+  c.vocab_size = 16;
+  c.block_size = 16;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.d_model = 32;
+  Philox rng(10);
+  GPT model(c, rng);
+  std::vector<int32_t> seq(size_t(4 * 17));
+  for (size_t i = 0; i < seq.size(); ++i) seq[i] = int32_t((i * 5) % 16);
+  std::vector<int32_t> x, y;
+  for (int64_t b = 0; b < 4; ++b) {
+    for (int64_t t = 0; t < 16; ++t) {
+      x.push_back(seq[size_t(b * 17 + t)]);
+      y.push_back(seq[size_t(b * 17 + t + 1)]);
+    }
+  }
+  Tensor idx = Tensor::from_vector<int32_t>(x, {4, 16});
+  Tensor tgt = Tensor::from_vector<int32_t>(y, {4, 16});
+  OptimConfig oc;
+  oc.name = "adamw";
+  oc.lr = 1e-2;
+  auto opt = make_optimizer(model, oc);
+  double first = 0, last = 0;
+  for (int step = 0; step < 60; ++step) {
+    Tensor loss = model.loss(idx, tgt);
+    if (step == 0) first = loss.item();
+    last = loss.item();
+    backward(loss);
+    opt->step();
+    opt->zero_grad();
+  }
+  CHECK(first > 2.5);  // about log(16) = 2.77 at init
+  // Measured 0.005 after 60 steps; 0.2 leaves room for other seeds.
+  CHECK(last < 0.2);
 }
 
 TEST_CASE("models: GPT config and input errors") {
