@@ -131,12 +131,12 @@ volatile std::sig_atomic_t g_stop = 0;
 
 extern "C" void on_sigint(int) {
   g_stop = 1;
-  std::signal(SIGINT, SIG_DFL);
 }
 
 void install_sigint_handler() {
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
+  sa.sa_flags = SA_RESETHAND;  // the next SIGINT has the default action
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
 }

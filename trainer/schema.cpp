@@ -139,8 +139,8 @@ std::vector<KeySpec> make_schema() {
        {},
        {},
        "the dataset's folder or file; \"\" = its default (fashion_mnist: "
-       "/usr/share/datasets/fashion-mnist, kjv: "
-       "$KBIT_CACHE/kjv, prepared by scripts/prepare_kjv.sh)"},
+       "/usr/share/datasets/fashion-mnist; kjv: ${KBIT_CACHE:-~/.cache/kbit}"
+       "/kjv, made by scripts/prepare_kjv.sh)"},
       {"data.limit",
        T::integer,
        "0",

@@ -2,6 +2,7 @@
 // folder, refusals that name the path, and window sampling from Philox.
 #include <doctest/doctest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -89,13 +90,27 @@ TEST_CASE("text: missing, empty, too small and unreadable are refused") {
         "text " + small +
             " (validation part, the last 10%): expected at least 9 bytes "
             "(one window of model.block_size + 1), got 4");
-  if (::geteuid() == 0) {
-    MESSAGE("skipped the unreadable-file case: root reads any file");
+  // Unreadable: root reads any file, so as root a child process drops to
+  // the user nobody first.
+  const std::string locked = dir.write("locked.txt", numbered_lines(50));
+  ::chmod(locked.c_str(), 0);
+  const std::string want = "text " + locked +
+                           ": cannot read (Permission "
+                           "denied)";
+  if (::geteuid() != 0) {
+    CHECK(load_error(locked, 8) == want);
   } else {
-    const std::string locked = dir.write("locked.txt", numbered_lines(50));
-    ::chmod(locked.c_str(), 0);
-    CHECK(load_error(locked, 8).rfind("text " + locked + ": cannot read (",
-                                      0) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      const bool dropped = ::setgid(65534) == 0 && ::setuid(65534) == 0;
+      ::_exit(!dropped ? 2 : load_error(locked, 8) == want ? 0 : 1);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    CHECK_MESSAGE(WEXITSTATUS(status) == 0,
+                  "exit 1: another message; exit 2: cannot become nobody");
   }
 }
 

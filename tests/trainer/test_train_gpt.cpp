@@ -252,6 +252,10 @@ TEST_CASE("train_gpt: bad data, shapes and checkpoints are refused first") {
                "/kjv") != std::string::npos);
   CHECK(e.find("scripts/prepare_kjv.sh") != std::string::npos);
 
+  e = refused(good, {"data.path="});
+  CHECK(e ==
+        "--set data.path=: data.path: expected a text file or a "
+        "corpus folder for data.dataset text, got none");
   const std::string empty = dir.write("empty.txt", "");
   e = refused(good, {"data.path=" + empty});
   CHECK(e == "--set data.path=" + empty + ": data.path: text " + empty +
@@ -299,4 +303,16 @@ TEST_CASE("train_gpt: bad data, shapes and checkpoints are refused first") {
   dir.write("a/checkpoint.bin", own);
   CHECK(run(load_resume_config(dir / "a", {}), "", dir / "a").status ==
         "completed");
+}
+
+TEST_CASE("train_gpt: a non-finite loss stops the run, keeping its files") {
+  TempDir dir;
+  const Config c =
+      load(dir, 32, "",
+           {"optim.lr=1e30", "optim.clip_grad_norm=0", "train.warmup_steps=0"});
+  const std::string e = user_error([&] { run(c, dir / "run"); });
+  CHECK(e.find(": the training loss is ") != std::string::npos);
+  CHECK(e.find(dir / "run") != std::string::npos);
+  CHECK(read_text(dir / "run/summary.json")
+            .find("\"status\": \"non_finite_loss\"") != std::string::npos);
 }
