@@ -1,26 +1,37 @@
-// kbit: look at k-bit data types and blockwise quantization from the shell.
+// kbit: look at k-bit data types and blockwise quantization from the shell,
+// and sample text from a trained GPT.
 //
 //   kbit map NAME [--format table|csv]
 //   kbit quantize --dtype NAME [--block N] -- v1 v2 ...
 //   kbit error --dtype NAME [--dtype NAME ...] [--block N]
 //              [--dist normal|uniform|laplace|lognormal] [--n N] [--seed S]
+//   kbit sample RUN_DIR [--prompt TEXT] [--tokens N] [--temperature T]
+//               [--top-k K] [--seed S]
 //
 // Results go to stdout. Bad input (an unknown data type, a block size that
-// is not a power of two in 32..4096, a value that is not a number) is
-// reported on stderr with the valid choices, exit code 2.
+// is not a power of two in 32..4096, a value that is not a number, a run
+// folder without a readable gpt checkpoint) is reported on stderr with the
+// valid choices, exit code 2.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "core/philox.h"
 #include "core/tensor.h"
+#include "models/generate.h"
+#include "models/gpt.h"
 #include "quant/blockwise.h"
 #include "quant/codebook.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/train_gpt.h"
 
 using namespace kbit;
 using namespace kbit::quant;
@@ -40,6 +51,12 @@ const char* kUsage =
     "[--seed S]\n"
     "      round-trip error on N random values (defaults: block 64, normal,\n"
     "      n 1048576, seed 0); several --dtype print one table\n"
+    "  kbit sample RUN_DIR [--prompt TEXT] [--tokens N] [--temperature T]\n"
+    "              [--top-k K] [--seed S]\n"
+    "      text from a gpt run's checkpoint.bin: the prompt, then N sampled\n"
+    "      bytes (defaults: prompt \"\", tokens 200, temperature 1, 0 =\n"
+    "      greedy; top-k 0 = all bytes; seed 0); a prompt longer than the\n"
+    "      model's context is cropped to its last block_size bytes\n"
     "data types: ";
 
 // Relative error divides by |x| + kRelEps (as bitsandbytes' tests do).
@@ -338,6 +355,81 @@ int cmd_error(int argc, char** argv) {
   return 0;
 }
 
+// ---- kbit sample ----
+
+// RUN_DIR/name, which must be a file; else one UserError naming both.
+std::string run_file(const std::string& dir, const std::string& name) {
+  namespace fs = std::filesystem;
+  KBIT_USER_CHECK(fs::is_directory(dir), "[kbit sample] expected RUN_DIR to ",
+                  "be a run folder (resolved.yaml, checkpoint.bin), got '", dir,
+                  "', which is not a folder");
+  const std::string path = (fs::path(dir) / name).string();
+  KBIT_USER_CHECK(fs::is_regular_file(path), "[kbit sample] expected ", path,
+                  " in the run folder; is '", dir, "' a finished gpt run?");
+  return path;
+}
+
+// The run's GPT with the checkpoint's weights.
+std::unique_ptr<GPT> load_run_model(const std::string& dir) {
+  const std::string yaml = run_file(dir, "resolved.yaml");
+  const std::string ckpt = run_file(dir, "checkpoint.bin");
+  const Config config = Config::load(yaml, {});
+  const std::string type = config.get_string("model.type");
+  KBIT_USER_CHECK(type == "gpt", "[kbit sample] expected a gpt run, got ", yaml,
+                  " with model.type ", type);
+  Philox rng(0);  // the init is overwritten by the checkpoint
+  auto model = std::make_unique<GPT>(gpt_config_from(config), rng);
+  const Checkpoint c = read_checkpoint(ckpt);
+  load_parameters(ckpt, c, model->named_parameters());
+  return model;
+}
+
+SampleOptions sample_options(const Args& a) {
+  SampleOptions o;
+  if (a.get("tokens")) o.tokens = parse_int(*a.get("tokens"), "--tokens");
+  KBIT_USER_CHECK(o.tokens >= 0, "[kbit sample] expected --tokens >= 0, got ",
+                  o.tokens);
+  if (a.get("temperature"))
+    o.temperature = parse_number(*a.get("temperature"), "--temperature");
+  KBIT_USER_CHECK(o.temperature >= 0,
+                  "[kbit sample] expected --temperature >= 0 (0 = greedy), "
+                  "got ",
+                  o.temperature);
+  if (a.get("top-k")) o.top_k = parse_int(*a.get("top-k"), "--top-k");
+  KBIT_USER_CHECK(o.top_k >= 0,
+                  "[kbit sample] expected --top-k >= 0 (0 = all), got ",
+                  o.top_k);
+  int64_t seed = a.get("seed") ? parse_int(*a.get("seed"), "--seed") : 0;
+  KBIT_USER_CHECK(seed >= 0, "[kbit sample] expected --seed >= 0, got ", seed);
+  o.seed = uint64_t(seed);
+  return o;
+}
+
+int cmd_sample(int argc, char** argv) {
+  Args a = parse_args(argc, argv,
+                      {"prompt", "tokens", "temperature", "top-k", "seed"});
+  KBIT_USER_CHECK(a.positional.size() == 1 && a.values.empty(),
+                  "[kbit sample] expected one RUN_DIR, got ",
+                  a.positional.size() + a.values.size(), " arguments");
+  const SampleOptions options = sample_options(a);
+  const std::unique_ptr<GPT> model = load_run_model(a.positional[0]);
+
+  std::string prompt = a.get("prompt") ? *a.get("prompt") : "";
+  const size_t T = size_t(model->config().block_size);
+  if (prompt.size() > T) {
+    std::fprintf(stderr,
+                 "kbit sample: warning: the prompt has %zu bytes, more than "
+                 "the context of %zu; using its last %zu\n",
+                 prompt.size(), T, T);
+    prompt.erase(0, prompt.size() - T);
+  }
+  const std::string text = generate(*model, prompt, options);
+  std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::string cmd = argc >= 2 ? argv[1] : "";
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
@@ -347,8 +439,11 @@ int run(int argc, char** argv) {
   if (cmd == "map") return cmd_map(argc, argv);
   if (cmd == "quantize") return cmd_quantize(argc, argv);
   if (cmd == "error") return cmd_error(argc, argv);
-  throw UserError(str("[kbit] expected a command map, quantize or error, got '",
-                      cmd, "'\n", kUsage, codebook_choices()));
+  if (cmd == "sample") return cmd_sample(argc, argv);
+  throw UserError(
+      str("[kbit] expected a command map, quantize, error or "
+          "sample, got '",
+          cmd, "'\n", kUsage, codebook_choices()));
 }
 
 }  // namespace

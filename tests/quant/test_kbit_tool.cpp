@@ -78,7 +78,8 @@ TEST_CASE("quant: kbit refuses bad input with exit code 2") {
            Case{"error --dtype dynamic --dist cauchy",
                 "normal, uniform, laplace or lognormal"},
            Case{"error --dtype dynamic --n ten", "got 'ten'"},
-           Case{"frobnicate", "expected a command map, quantize or error"},
+           Case{"frobnicate",
+                "expected a command map, quantize, error or sample"},
        }) {
     CAPTURE(std::string(c.args));
     Run r = run(c.args);
