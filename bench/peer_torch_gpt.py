@@ -12,7 +12,9 @@ What it does, in order (the first line printed is the command itself):
      under each setting (default; OMP_WAIT_POLICY=PASSIVE; the OpenMP build
      of OpenBLAS through LD_LIBRARY_PATH, so torch's GEMMs and its own loops
      share one libgomp pool), times a few steps of each, prints all three
-     and keeps the fastest.
+     and keeps the fastest. Every setting names OpenBLAS' kernels for the
+     CPU's vector width (OPENBLAS_CORETYPE, see openblas_core), since
+     OpenBLAS 0.3.21 runs SSE3 kernels on CPUs it does not know.
   3. Throughput: R rounds, each a PyTorch timing (best setting) followed by
      `build/bench_gpt` with the same shape; medians of both, ratio kbit/torch.
   4. Equal wall time on the prepared KJV split (scripts/prepare_kjv.sh):
@@ -50,11 +52,33 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPENBLAS_OMP = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 THREADS = 2
+
+
+def openblas_core():
+    """OPENBLAS_CORETYPE for this CPU: OpenBLAS 0.3.21 does not know some
+    newer CPUs (Xeon family 6 model 207) and falls back to its SSE3 Prescott
+    kernels, several times slower; naming the kernels of the CPU's vector
+    width gives torch's GEMMs their real speed (kbit's bench_gemm does the
+    same for its OpenBLAS peer). Kept as set when the user set it."""
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        return os.environ["OPENBLAS_CORETYPE"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f
+                          if ln.startswith("flags")), [])
+    except OSError:
+        return ""
+    if "avx512f" in flags:
+        return "SkylakeX"
+    return "Haswell" if "avx2" in flags else ""
+
+
+CORE = {"OPENBLAS_CORETYPE": openblas_core()} if openblas_core() else {}
 # name -> environment additions of each threading setting
 SETTINGS = {
-    "default": {},
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "blas-omp": {"LD_LIBRARY_PATH": OPENBLAS_OMP},
+    "default": dict(CORE),
+    "passive": dict(CORE, OMP_WAIT_POLICY="PASSIVE"),
+    "blas-omp": dict(CORE, LD_LIBRARY_PATH=OPENBLAS_OMP),
 }
 WARMUP_STEPS = 3     # untimed steps before a timing (allocations, caches)
 PROBE_STEPS = 8      # timed steps per setting in the threading probe
@@ -662,6 +686,13 @@ def main(argv):
     if args.rounds < 1 or args.steps < 1 or args.seconds <= 0:
         raise UsageError("expected --rounds >= 1, --steps >= 1 and "
                          "--seconds > 0")
+    tools = ["bench_gpt"] + ([] if args.skip_train else ["train"])
+    missing = [t for t in tools
+               if not os.access(os.path.join(args.build, t), os.X_OK)]
+    if missing:  # fail before minutes of timing, not after
+        raise UsageError(f"missing {', '.join(missing)} in {args.build}; "
+                         f"build with: cmake --build {args.build} --target "
+                         f"{' '.join(tools)}")
     import torch
     print(f"torch {torch.__version__} from {os.path.dirname(torch.__file__)}"
           f", {THREADS} threads (torch.set_num_threads({THREADS}), "
