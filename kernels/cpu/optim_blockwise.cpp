@@ -532,6 +532,15 @@ struct Simd {
 
 enum class Pass { step, norms };
 
+// Software prefetch distance of the VBMI loop, in elements (4 KB of f32
+// ahead: about 4 blocks of 256). The 8-bit step costs about 2.5 cycles per
+// parameter with its data in cache and about 4 from memory, so the
+// hardware prefetchers leave it waiting. Measured: bench_optim 1e8, three
+// alternations with and without it, 8-bit vs 32-bit 0.90/0.93/0.90x
+// against 0.88/0.88/0.81x, a gain of a few percent, within the host's
+// noise. Prefetching a whole block before its loop was slower.
+constexpr int64_t kPrefetchAhead = 1024;
+
 // One block: elements [begin, begin + len) of block index blk.
 struct BlockView {
   int64_t begin, len, blk;
@@ -604,6 +613,14 @@ struct Driver {
             Simd::dequant64(codes2 + b.begin + i, *planes2, vam2, s2);
           }
           for (int r = 0; r < 4; ++r) lanes(i + 16 * r, s1[r], s2[r]);
+          for (int r = 0; r < 4; ++r) {
+            __builtin_prefetch(p + i + kPrefetchAhead + 16 * r, 1, 3);
+            __builtin_prefetch(g + i + kPrefetchAhead + 16 * r, 0, 3);
+          }
+          __builtin_prefetch(codes1 + b.begin + i + kPrefetchAhead, 1, 3);
+          if constexpr (kS == 2) {
+            __builtin_prefetch(codes2 + b.begin + i + kPrefetchAhead, 1, 3);
+          }
         }
       }
     }
