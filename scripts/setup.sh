@@ -37,6 +37,12 @@ kbit_install_packages() {
 }
 
 kbit_build() {  # kbit_build [TARGET...]
+  if [ -f "$KBIT_BUILD_DIR/CMakeCache.txt" ] &&
+     [ ! -f "$KBIT_BUILD_DIR/build.ninja" ]; then
+    kbit_log "$KBIT_BUILD_DIR was configured with another CMake generator;" \
+      "remove it, or set KBIT_BUILD_DIR to another folder"
+    exit 1
+  fi
   if [ ! -f "$KBIT_BUILD_DIR/build.ninja" ]; then
     kbit_log "configuring $KBIT_BUILD_DIR"
     cmake -S "$KBIT_ROOT" -B "$KBIT_BUILD_DIR" -G Ninja \
