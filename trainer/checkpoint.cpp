@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "optim/optimizer.h"
 #include "trainer/run_dir.h"
 
 namespace kbit {
@@ -184,6 +185,34 @@ double Checkpoint::real(const std::string& path, const std::string& key) const {
   KBIT_USER_CHECK(it != meta.reals.end(), "checkpoint ", path,
                   ": expected the value '", key, "', got none");
   return it->second;
+}
+
+void Checkpoint::expect_counters(
+    const std::string& path,
+    const std::vector<std::pair<std::string, int64_t>>& expected,
+    const std::string& source, const std::string& needs) const {
+  for (const auto& [key, value] : expected) {
+    const int64_t saved = counter(path, key);
+    KBIT_USER_CHECK(saved == value, "checkpoint ", path, ": ", key, " is ",
+                    saved, " in the checkpoint but ", value, " in the ", source,
+                    "; resume needs the run's own ", needs);
+  }
+}
+
+std::string save_optimizer_state(const Optimizer& optimizer) {
+  std::ostringstream out;
+  optimizer.save_state(out);
+  return out.str();
+}
+
+void load_optimizer_state(Optimizer& optimizer, const std::string& blob,
+                          const std::string& path) {
+  std::istringstream in(blob);
+  try {
+    optimizer.load_state(in);
+  } catch (const UserError& e) {
+    throw UserError("checkpoint " + path + ": optimizer state: " + e.what());
+  }
 }
 
 std::string encode_checkpoint(const CheckpointMeta& meta,

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -34,6 +35,8 @@
 #include "models/module.h"
 
 namespace kbit {
+
+class Optimizer;
 
 constexpr uint32_t kCheckpointVersion = 1;
 
@@ -59,7 +62,20 @@ struct Checkpoint {
   // counters.at / reals.at with a UserError naming the file and the key.
   int64_t counter(const std::string& path, const std::string& key) const;
   double real(const std::string& path, const std::string& key) const;
+  // Each counter `key` must equal its `value` in this run, else a UserError
+  // "checkpoint PATH: KEY is S in the checkpoint but V in the SOURCE; resume
+  // needs the run's own NEEDS".
+  void expect_counters(
+      const std::string& path,
+      const std::vector<std::pair<std::string, int64_t>>& expected,
+      const std::string& source, const std::string& needs) const;
 };
+
+// Optimizer::save_state as the checkpoint's optimizer blob.
+std::string save_optimizer_state(const Optimizer& optimizer);
+// Optimizer::load_state from that blob; a UserError names the checkpoint.
+void load_optimizer_state(Optimizer& optimizer, const std::string& blob,
+                          const std::string& path);
 
 // The file's bytes for `meta`, the (contiguous) `params` and the optimizer
 // blob. Throws kbit::Error for a non-contiguous parameter.

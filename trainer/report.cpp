@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/storage.h"
 #include "trainer/run_dir.h"
 
 namespace kbit {
@@ -242,6 +243,21 @@ std::string JsonObject::dump(int indent) const {
            (i + 1 < entries_.size() ? ",\n" : "\n");
   }
   return out + std::string(2 * indent, ' ') + "}";
+}
+
+JsonObject peak_memory_json() {
+  JsonObject peak;
+  for (int t = 0; t < kNumMemTags; ++t) {
+    peak.add(mem_tag_name(MemTag(t)), memory_stats(MemTag(t)).peak);
+  }
+  return peak;
+}
+
+std::string non_finite_loss_message(int64_t step, double loss, double lr,
+                                    const std::string& run_dir) {
+  return str("step ", step, ": the training loss is ", loss, " at lr ", lr,
+             "; stopped (try a lower optim.lr or set optim.clip_grad_norm). ",
+             run_dir, " keeps what was logged");
 }
 
 }  // namespace kbit

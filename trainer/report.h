@@ -139,4 +139,11 @@ class JsonObject {
 
 std::string json_quote(const std::string& s);
 
+// summary.json's "peak_bytes": the peak bytes of every memory tag.
+JsonObject peak_memory_json();
+
+// The error of a run stopped at `step` by a non-finite training loss.
+std::string non_finite_loss_message(int64_t step, double loss, double lr,
+                                    const std::string& run_dir);
+
 }  // namespace kbit

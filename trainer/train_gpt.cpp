@@ -9,7 +9,6 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 #include <vector>
 
 #include "autograd/engine.h"
@@ -73,22 +72,6 @@ TextSplit load_data(const Config& c, int64_t block_size) {
     return load_text(path, block_size);
   } catch (const UserError& e) {
     throw UserError(c.origin("data.path") + ": data.path: " + e.what());
-  }
-}
-
-std::string save_optimizer_state(const Optimizer& o) {
-  std::ostringstream out;
-  o.save_state(out);
-  return out.str();
-}
-
-void load_optimizer_state(Optimizer& o, const std::string& blob,
-                          const std::string& path) {
-  std::istringstream in(blob);
-  try {
-    o.load_state(in);
-  } catch (const UserError& e) {
-    throw UserError("checkpoint " + path + ": optimizer state: " + e.what());
   }
 }
 
@@ -294,20 +277,14 @@ void GptRun::restore() {
   // The model's shape first: its message names the parameter.
   load_parameters(path, c, model_->named_parameters());
   // The run's shape: another value means another schedule or data order.
-  const std::pair<const char*, int64_t> same[] = {
-      {"total_steps", total_steps_},
-      {"batch_size", batch_size_},
-      {"grad_accum", accum_},
-      {"block_size", block_size_},
-      {"train_bytes", int64_t(data_.train.size())},
-      {"val_bytes", int64_t(data_.val.size())}};
-  for (const auto& [key, value] : same) {
-    const int64_t saved = c.counter(path, key);
-    KBIT_USER_CHECK(saved == value, "checkpoint ", path, ": ", key, " is ",
-                    saved, " in the checkpoint but ", value,
-                    " in the config and data; resume needs the run's own "
-                    "config and corpus");
-  }
+  c.expect_counters(path,
+                    {{"total_steps", total_steps_},
+                     {"batch_size", batch_size_},
+                     {"grad_accum", accum_},
+                     {"block_size", block_size_},
+                     {"train_bytes", int64_t(data_.train.size())},
+                     {"val_bytes", int64_t(data_.val.size())}},
+                    "config and data", "config and corpus");
   load_optimizer_state(*optimizer_, c.optimizer_state, path);
 
   step_ = c.counter(path, "step");
@@ -444,18 +421,11 @@ void GptRun::stop_on_non_finite(double loss) {
   row.elapsed_s = elapsed();
   metrics_->write(row);
   write_summary("non_finite_loss");
-  throw UserError(str("step ", step_ + 1, ": the training loss is ", loss,
-                      " at lr ", optimizer_->lr(),
-                      "; stopped (try a lower optim.lr or set "
-                      "optim.clip_grad_norm). ",
-                      run_dir_, " keeps what was logged"));
+  throw UserError(
+      non_finite_loss_message(step_ + 1, loss, optimizer_->lr(), run_dir_));
 }
 
 void GptRun::write_summary(const std::string& status) const {
-  JsonObject peak;
-  for (int t = 0; t < kNumMemTags; ++t) {
-    peak.add(mem_tag_name(MemTag(t)), memory_stats(MemTag(t)).peak);
-  }
   const int64_t params = model_->parameter_count();
   const int64_t state = optimizer_->state_bytes();
   JsonObject s;
@@ -479,7 +449,7 @@ void GptRun::write_summary(const std::string& status) const {
       .add("data", data_.origin)
       .add("train_bytes", int64_t(data_.train.size()))
       .add("val_bytes", int64_t(data_.val.size()))
-      .add("peak_bytes", peak);
+      .add("peak_bytes", peak_memory_json());
   write_file_atomic(run_dir_ + "/summary.json", s.dump() + "\n");
 }
 

@@ -9,14 +9,12 @@
 #include <filesystem>
 #include <memory>
 #include <numeric>
-#include <sstream>
 #include <vector>
 
 #include "autograd/engine.h"
 #include "autograd/ops.h"
 #include "core/error.h"
 #include "core/philox.h"
-#include "core/storage.h"
 #include "data/fashion_mnist.h"
 #include "models/mlp.h"
 #include "optim/optimizer.h"
@@ -114,22 +112,6 @@ bool glob_match(const char* p, const char* s) {
   }
   while (*p == '*') ++p;
   return *p == '\0';
-}
-
-std::string save_optimizer_state(const Optimizer& o) {
-  std::ostringstream out;
-  o.save_state(out);
-  return out.str();
-}
-
-void load_optimizer_state(Optimizer& o, const std::string& blob,
-                          const std::string& path) {
-  std::istringstream in(blob);
-  try {
-    o.load_state(in);
-  } catch (const UserError& e) {
-    throw UserError("checkpoint " + path + ": optimizer state: " + e.what());
-  }
 }
 
 // Rows order[begin, end) of ds: x (B, D) f32 and y (B) i32.
@@ -397,17 +379,12 @@ void MlpRun::restore() {
   const std::string path = options_.resume + "/checkpoint.bin";
   const Checkpoint c = read_checkpoint(path);
   // The run's shape: another value means another schedule or data order.
-  const std::pair<const char*, int64_t> same[] = {
-      {"total_steps", total_steps_},
-      {"steps_per_epoch", steps_per_epoch_},
-      {"batch_size", batch_size_},
-      {"n_train", data_.n_train}};
-  for (const auto& [key, value] : same) {
-    const int64_t saved = c.counter(path, key);
-    KBIT_USER_CHECK(saved == value, "checkpoint ", path, ": ", key, " is ",
-                    saved, " in the checkpoint but ", value,
-                    " in the config; resume needs the run's own config");
-  }
+  c.expect_counters(path,
+                    {{"total_steps", total_steps_},
+                     {"steps_per_epoch", steps_per_epoch_},
+                     {"batch_size", batch_size_},
+                     {"n_train", data_.n_train}},
+                    "config", "config");
   load_parameters(path, c, model_->named_parameters());
   load_optimizer_state(*optimizer_, c.optimizer_state, path);
 
@@ -535,18 +512,11 @@ void MlpRun::stop_on_non_finite(double loss) {
   metrics_->write(
       MetricsRow{step_ + 1, epoch(), loss, optimizer_->lr(), {}, {}, {}, {}});
   write_summary("non_finite_loss");
-  throw UserError(str("step ", step_ + 1, ": the training loss is ", loss,
-                      " at lr ", optimizer_->lr(),
-                      "; stopped (try a lower optim.lr or set "
-                      "optim.clip_grad_norm). ",
-                      run_dir_, " keeps what was logged"));
+  throw UserError(
+      non_finite_loss_message(step_ + 1, loss, optimizer_->lr(), run_dir_));
 }
 
 void MlpRun::write_summary(const std::string& status) const {
-  JsonObject peak;
-  for (int t = 0; t < kNumMemTags; ++t) {
-    peak.add(mem_tag_name(MemTag(t)), memory_stats(MemTag(t)).peak);
-  }
   const int64_t params = model_->parameter_count();
   const int64_t state = optimizer_->state_bytes();
   JsonObject s;
@@ -564,7 +534,7 @@ void MlpRun::write_summary(const std::string& status) const {
       .add("skipped_steps", optimizer_->skipped_steps())
       .add("epochs", epoch())
       .add("wall_seconds", wall_seconds())
-      .add("peak_bytes", peak);
+      .add("peak_bytes", peak_memory_json());
   write_file_atomic(run_dir_ + "/summary.json", s.dump() + "\n");
 }
 

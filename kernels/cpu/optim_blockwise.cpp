@@ -902,7 +902,7 @@ void BlockCodebook::build_table() {
   for (size_t i = 1; i < md.size(); ++i) {
     if (!(md[i - 1] < md[i])) return;  // repeated codes
   }
-  signed_ = values_[0] < 0.0f;
+  const bool is_signed = values_[0] < 0.0f;
   const uint32_t z = uint32_t(first_nonneg_);
   table_.assign(kBuckets, 0);
   for (uint32_t h = 0; h < kBuckets; ++h) {
@@ -911,7 +911,7 @@ void BlockCodebook::build_table() {
     // The bucket's values [a, b].
     float a = std::bit_cast<float>(hm << 16);
     float b = std::bit_cast<float>(hm << 16 | kLow);
-    if (neg && signed_) {
+    if (neg && is_signed) {
       const float neg_b = -b;
       b = -a;
       a = neg_b;
@@ -950,7 +950,7 @@ void BlockCodebook::build_table() {
 }
 
 BlockCodebook::Table BlockCodebook::table() const {
-  return {table_.data(), signed_};
+  return {table_.data()};
 }
 
 int BlockCodebook::quantize_table(float x) const {

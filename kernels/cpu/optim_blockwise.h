@@ -94,12 +94,11 @@ const char* blockwise_rule_name(BlockwiseRule rule);
 // few thousand its magnitudes reach. A bucket holds at most one midpoint.
 // Entry E is (c << 16) + (0xFFFF - thr) - (high bits of x'), where c counts
 // the midpoints below the bucket, thr is the threshold on the low 16 bits,
-// and x' is the float's bit pattern u (positive x, unsigned codebooks) or ~u
-// (negative x in signed codebooks, whose low bits then run the other way).
-// So E + x' carries into bit 16 exactly when the low bits pass the
-// threshold, and byte 2 of E + x' is the code: one load, one add (and a
-// sign-dependent xor for signed codebooks), no compare. The sign fix is
-// folded into the entries. Codebooks the table cannot serve (repeated
+// and x' is the float's bit pattern u for positive x and ~u for negative x
+// (whose low bits then run the other way). So E + x' carries into bit 16
+// exactly when the low bits pass the threshold, and byte 2 of E + x' is the
+// code: one load, one xor and one add, no compare. The sign fix is folded
+// into the entries; unsigned codebooks give negative x the code of +0. Codebooks the table cannot serve (repeated
 // values, a midpoint at 0, two midpoints in one bucket) use a binary search
 // over the midpoints instead; both are exact.
 class BlockCodebook {
@@ -127,10 +126,9 @@ class BlockCodebook {
   int quantize_index(float x) const;
 
   // Table layout, for the vector kernels: code(x) is byte 2 of
-  // entries[u >> 16] + (is_signed ? u ^ (int32(u) >> 31) : u), u = bits(x).
+  // entries[u >> 16] + (u ^ (int32(u) >> 31)), u = bits(x).
   struct Table {
     const uint32_t* entries;  // (65536)
-    bool is_signed;
   };
   Table table() const;
 
@@ -142,7 +140,6 @@ class BlockCodebook {
   std::vector<float> mid_up_;    // (K - 1)
   std::vector<uint32_t> table_;  // (65536) entries, see Table; or empty
   int first_nonneg_ = 0;
-  bool signed_ = false;
 };
 
 // idx[i] = cb.quantize_index(x[i]) (vectorized). x: (n), idx: (n).
