@@ -73,7 +73,8 @@ def openblas_core():
     return "Haswell" if "avx2" in flags else ""
 
 
-CORE = {"OPENBLAS_CORETYPE": openblas_core()} if openblas_core() else {}
+_CORE_TYPE = openblas_core()
+CORE = {"OPENBLAS_CORETYPE": _CORE_TYPE} if _CORE_TYPE else {}
 # name -> environment additions of each threading setting
 SETTINGS = {
     "default": dict(CORE),
