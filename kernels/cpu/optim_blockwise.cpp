@@ -172,34 +172,52 @@ inline V8 vsign(V8 a) {
 #endif
 
 // ---- policies: step(p, g, s1, s2) updates p and the states in place ----
+// kSigned1/2: whether the optimizer gives a state a codebook with negative
+// codes (the requantization is compiled for that case; see run_step).
+// kL2: the coupled decay g' = fma(wd, p, g) is on (wd != 0); off, g' = g.
 
+template <bool kL2, class V>
+inline V coupled(const BlockwiseScalars& k, V p, V g) {
+  if constexpr (kL2) {
+    return vfma(V(k.wd), p, g);
+  } else {
+    return g;
+  }
+}
+
+template <bool kL2>
 struct Momentum {
   static constexpr int kStates = 1;
+  static constexpr bool kSigned1 = true, kSigned2 = false;
   BlockwiseScalars k;
   template <class V>
   void step(V& p, V g, V& s, V&) const {
-    s = vfma(V(k.mu), s, vfma(V(k.wd), p, g));
+    s = vfma(V(k.mu), s, coupled<kL2>(k, p, g));
     p = vfma(V(k.neg_lr), s, p);
   }
 };
 
+template <bool kL2>
 struct Nesterov {
   static constexpr int kStates = 1;
+  static constexpr bool kSigned1 = true, kSigned2 = false;
   BlockwiseScalars k;
   template <class V>
   void step(V& p, V g, V& s, V&) const {
-    V gd = vfma(V(k.wd), p, g);
+    V gd = coupled<kL2>(k, p, g);
     s = vfma(V(k.mu), s, gd);
     p = vfma(V(k.neg_lr), vfma(V(k.mu), s, gd), p);
   }
 };
 
+template <bool kL2>
 struct Lars {
   static constexpr int kStates = 1;
+  static constexpr bool kSigned1 = true, kSigned2 = false;
   BlockwiseScalars k;
   template <class V>
   V update(V p, V g, V& s, V&) const {
-    s = vfma(V(k.mu), s, vfma(V(k.wd), p, g));
+    s = vfma(V(k.mu), s, coupled<kL2>(k, p, g));
     return s;
   }
   template <class V>
@@ -208,23 +226,27 @@ struct Lars {
   }
 };
 
+template <bool kL2>
 struct Rmsprop {
   static constexpr int kStates = 1;
+  static constexpr bool kSigned1 = false, kSigned2 = false;
   BlockwiseScalars k;
   template <class V>
   void step(V& p, V g, V& s, V&) const {
-    V gd = vfma(V(k.wd), p, g);
+    V gd = coupled<kL2>(k, p, g);
     s = vfma(V(k.b1), s, V(k.omb1) * (gd * gd));
     p = vfma(V(k.neg_lr), gd / (vsqrt(s) + V(k.eps)), p);
   }
 };
 
+template <bool kL2>
 struct Adagrad {
   static constexpr int kStates = 1;
+  static constexpr bool kSigned1 = false, kSigned2 = false;
   BlockwiseScalars k;
   template <class V>
   void step(V& p, V g, V& s, V&) const {
-    V gd = vfma(V(k.wd), p, g);
+    V gd = coupled<kL2>(k, p, g);
     s = vfma(gd, gd, s);
     p = vfma(V(k.neg_lr), gd / (vsqrt(s) + V(k.eps)), p);
   }
@@ -232,6 +254,7 @@ struct Adagrad {
 
 struct Lion {
   static constexpr int kStates = 1;
+  static constexpr bool kSigned1 = true, kSigned2 = false;
   BlockwiseScalars k;
   template <class V>
   void step(V& p, V g, V& s, V&) const {
@@ -242,12 +265,15 @@ struct Lion {
   }
 };
 
+// Adam (kL2: its L2 decay) and AdamW (decoupled: kL2 off, neg_decay set).
+template <bool kL2>
 struct Adam {
   static constexpr int kStates = 2;
+  static constexpr bool kSigned1 = true, kSigned2 = false;
   BlockwiseScalars k;
   template <class V>
   void step(V& p, V g, V& m, V& v) const {
-    V gd = vfma(V(k.wd), p, g);
+    V gd = coupled<kL2>(k, p, g);
     m = vfma(V(k.b1), m, V(k.omb1) * gd);
     v = vfma(V(k.b2), v, V(k.omb2) * (gd * gd));
     V denom = vfma(vsqrt(v), V(k.inv_sqrt_c2), V(k.eps));
@@ -257,6 +283,7 @@ struct Adam {
 
 struct Lamb {
   static constexpr int kStates = 2;
+  static constexpr bool kSigned1 = true, kSigned2 = false;
   BlockwiseScalars k;
   template <class V>
   V update(V p, V g, V& m, V& v) const {
@@ -395,23 +422,28 @@ struct Simd {
   }
 #endif
 
-  // Codes of x in byte 2 of each lane (see BlockCodebook::Table).
+  // Codes of x in byte 2 of each lane (see BlockCodebook::Table). kFlip:
+  // 1 for a table with flip (signed codebook), 0 without, -1 reads t.flip.
+  template <int kFlip>
   static __m512i index(const BlockCodebook::Table& t, __m512 x) {
-    __m512i u = _mm512_castps_si512(x);
+    const __m512i u = _mm512_castps_si512(x);
     const __m512i e =
         _mm512_i32gather_epi32(_mm512_srli_epi32(u, 16), t.entries, 4);
-    return _mm512_add_epi32(e, _mm512_xor_si512(u, _mm512_srai_epi32(u, 31)));
+    if constexpr (kFlip == 0) {
+      return _mm512_add_epi32(e, u);
+    } else {
+      __m512i sign = _mm512_srai_epi32(u, 31);
+      if constexpr (kFlip < 0) {
+        sign = _mm512_and_si512(sign, _mm512_set1_epi32(t.flip ? -1 : 0));
+      }
+      return _mm512_add_epi32(e, _mm512_xor_si512(u, sign));
+    }
   }
 
 #ifdef KBIT_BLOCKWISE_VBMI
-  // 8-bit codes of 64 states x * inv at out: byte 2 of four index vectors,
-  // packed by two byte permutes (a narrowing store is slower).
-  static void quantize64(const BlockCodebook::Table& t, const float* x, F inv,
-                         uint8_t* out) {
-    __m512i q[4];
-    for (int r = 0; r < 4; ++r) {
-      q[r] = index(t, _mm512_mul_ps(_mm512_loadu_ps(x + 16 * r), inv.v));
-    }
+  // Stores the 64 codes in byte 2 of q[0..3] at out: two byte permutes (a
+  // narrowing store is slower).
+  static void pack64(const __m512i* q, uint8_t* out) {
     // Byte i < 32 of a pair: byte 4 i + 2 of the concatenated (q0, q1).
     const __m512i code_bytes = _mm512_set_epi32(
         0, 0, 0, 0, 0, 0, 0, 0, 0x7e7a7672, 0x6e6a6662, 0x5e5a5652, 0x4e4a4642,
@@ -421,15 +453,26 @@ struct Simd {
     _mm512_storeu_si512(out,
                         _mm512_inserti64x4(ab, _mm512_castsi512_si256(cd), 1));
   }
+
+  // 8-bit codes of 64 states x * inv at out.
+  template <int kFlip>
+  static void quantize64(const BlockCodebook::Table& t, const float* x, F inv,
+                         uint8_t* out) {
+    __m512i q[4];
+    for (int r = 0; r < 4; ++r) {
+      q[r] = index<kFlip>(t, _mm512_mul_ps(_mm512_loadu_ps(x + 16 * r), inv.v));
+    }
+    pack64(q, out);
+  }
 #endif
 
   // Codes of kQ states x * inv, stored at out (element kQ-aligned).
   static constexpr int kQ = 16;
-  template <int kBits>
+  template <int kBits, int kFlip>
   static void quantize(const BlockCodebook::Table& t, const float* x, F inv,
                        uint8_t* out) {
     __m512i q = _mm512_srli_epi32(
-        index(t, _mm512_mul_ps(_mm512_loadu_ps(x), inv.v)), 16);
+        index<kFlip>(t, _mm512_mul_ps(_mm512_loadu_ps(x), inv.v)), 16);
     if constexpr (kBits == 8) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
                        _mm512_cvtepi32_epi8(q));
@@ -484,12 +527,20 @@ struct Simd {
     return _mm256_mul_ps(_mm256_i32gather_ps(values, idx, 4), absmax.v);
   }
 
-  // Codes of x as int32 0..255 (see BlockCodebook::Table).
+  // Codes of x as int32 0..255 (see BlockCodebook::Table; kFlip as in
+  // the AVX-512 layer).
+  template <int kFlip>
   static __m256i index(const BlockCodebook::Table& t, __m256 x) {
     __m256i u = _mm256_castps_si256(x);
     const __m256i e = _mm256_i32gather_epi32(
         reinterpret_cast<const int*>(t.entries), _mm256_srli_epi32(u, 16), 4);
-    u = _mm256_xor_si256(u, _mm256_srai_epi32(u, 31));
+    if constexpr (kFlip != 0) {
+      __m256i sign = _mm256_srai_epi32(u, 31);
+      if constexpr (kFlip < 0) {
+        sign = _mm256_and_si256(sign, _mm256_set1_epi32(t.flip ? -1 : 0));
+      }
+      u = _mm256_xor_si256(u, sign);
+    }
     return _mm256_and_si256(_mm256_srli_epi32(_mm256_add_epi32(e, u), 16),
                             _mm256_set1_epi32(0xFF));
   }
@@ -504,12 +555,12 @@ struct Simd {
   }
 
   static constexpr int kQ = 32;
-  template <int kBits>
+  template <int kBits, int kFlip>
   static void quantize(const BlockCodebook::Table& t, const float* x, F inv,
                        uint8_t* out) {
     __m256i q[4];
     for (int r = 0; r < 4; ++r) {
-      q[r] = index(t, _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv.v));
+      q[r] = index<kFlip>(t, _mm256_mul_ps(_mm256_loadu_ps(x + 8 * r), inv.v));
     }
     __m256i bytes = pack32(q[0], q[1], q[2], q[3]);
     if constexpr (kBits == 8) {
@@ -533,12 +584,10 @@ struct Simd {
 enum class Pass { step, norms };
 
 // Software prefetch distance of the VBMI loop, in elements (4 KB of f32
-// ahead: about 4 blocks of 256). The 8-bit step costs about 2.5 cycles per
-// parameter with its data in cache and about 4 from memory, so the
-// hardware prefetchers leave it waiting. Measured: bench_optim 1e8, three
-// alternations with and without it, 8-bit vs 32-bit 0.90/0.93/0.90x
-// against 0.88/0.88/0.81x, a gain of a few percent, within the host's
-// noise. Prefetching a whole block before its loop was slower.
+// ahead: about 4 blocks of 256). Measured before the pipeline below:
+// bench_optim 1e8, three alternations with and without it, 8-bit vs 32-bit
+// 0.90/0.93/0.90x against 0.88/0.88/0.81x, a gain of a few percent, within
+// the host's noise. Prefetching a whole block before its loop was slower.
 constexpr int64_t kPrefetchAhead = 1024;
 
 // One block: elements [begin, begin + len) of block index blk.
@@ -546,7 +595,27 @@ struct BlockView {
   int64_t begin, len, blk;
 };
 
-template <class Rule, int kBits>
+// A block whose new states wait for requantization. The step pipelines
+// blocks: block k is requantized while block k + 1 is updated, so the
+// gathers of the requantization run beside the arithmetic of the update
+// instead of after it (measured: 1 thread, 65536 parameters, AdamW 8-bit
+// 2.42 -> 2.19 cycles per parameter).
+struct Pending {
+  const float* x[2] = {nullptr, nullptr};  // new states (len floats each)
+  float inv[2] = {0.0f, 0.0f};  // 1 / new absmax (0 below FLT_MIN)
+  uint8_t* out[2] = {nullptr, nullptr};  // codes of the block (8-bit: its
+                                         // first element; 4-bit: begin / 2)
+  int64_t len = 0;                       // 0: nothing pending
+  int64_t done = 0;  // elements requantized inside the next update
+};
+
+inline float inverse_absmax(float amax) {
+  return amax >= FLT_MIN ? 1.0f / amax : 0.0f;
+}
+
+// kFlip1/2: the requantization's flip (1, 0, or -1 for the table's own; see
+// Simd::index) for state 1 and 2.
+template <class Rule, int kBits, int kFlip1, int kFlip2>
 struct Driver {
   static constexpr int kS = Rule::kStates;
   const Rule& rule;
@@ -557,12 +626,20 @@ struct Driver {
   const BytePlanes* planes2 = nullptr;
 #endif
 
+  BlockView view(int64_t blk) const {
+    BlockView b{blk * a.block_size, 0, blk};
+    b.len = std::min(a.block_size, a.n - b.begin);
+    return b;
+  }
+
   // Runs the rule over one block; the new states go to buf1/buf2 (len
   // floats) and their max |.| to amax; the new parameter to p
-  // (Pass::step), or sum u^2 and sum p^2 to acc (Pass::norms).
-  template <Pass kPass>
+  // (Pass::step), or sum u^2 and sum p^2 to acc (Pass::norms). With kJob,
+  // the VBMI loop also requantizes the leading 64-element chunks of the
+  // pending block (job->done says how far it got).
+  template <Pass kPass, bool kJob>
   void update_block(const BlockView& b, float* buf1, float* buf2, float* amax,
-                    double* acc) const {
+                    double* acc, Pending* job) const {
     // Local copies: the stores to p could alias the scalars otherwise, and
     // every broadcast would be reloaded after each store.
     const Rule rule = this->rule;
@@ -605,14 +682,40 @@ struct Driver {
 #ifdef KBIT_BLOCKWISE_VBMI
     if constexpr (kBits == 8) {
       if (planes1) {
-        for (; i + 64 <= b.len; i += 64) {
+        // The job in locals, for the same reason as the rule.
+        const BlockCodebook::Table jt1 = t1, jt2 = t2;
+        const float* const jx1 = kJob ? job->x[0] : nullptr;
+        const float* const jx2 = kJob ? job->x[1] : nullptr;
+        uint8_t* const jout1 = kJob ? job->out[0] : nullptr;
+        uint8_t* const jout2 = kJob ? job->out[1] : nullptr;
+        const F jinv1(kJob ? job->inv[0] : 0.0f);
+        const F jinv2(kJob ? job->inv[1] : 0.0f);
+        // 64 elements from i; with_job: requantize the job's elements i ..
+        // i + 63 too, one vector of each state after each vector of update.
+        auto chunk = [&](int64_t i, auto with_job) {
           const F z = Simd::zero();
           F s1[4], s2[4] = {z, z, z, z};
           Simd::dequant64(codes1 + b.begin + i, *planes1, vam1, s1);
           if constexpr (kS == 2) {
             Simd::dequant64(codes2 + b.begin + i, *planes2, vam2, s2);
           }
-          for (int r = 0; r < 4; ++r) lanes(i + 16 * r, s1[r], s2[r]);
+          [[maybe_unused]] __m512i q1[4], q2[4];
+          for (int r = 0; r < 4; ++r) {
+            lanes(i + 16 * r, s1[r], s2[r]);
+            if constexpr (decltype(with_job)::value) {
+              const int64_t j = i + 16 * r;
+              q1[r] = Simd::index<kFlip1>(
+                  jt1, _mm512_mul_ps(Simd::load(jx1 + j).v, jinv1.v));
+              if constexpr (kS == 2) {
+                q2[r] = Simd::index<kFlip2>(
+                    jt2, _mm512_mul_ps(Simd::load(jx2 + j).v, jinv2.v));
+              }
+            }
+          }
+          if constexpr (decltype(with_job)::value) {
+            Simd::pack64(q1, jout1 + i);
+            if constexpr (kS == 2) Simd::pack64(q2, jout2 + i);
+          }
           for (int r = 0; r < 4; ++r) {
             __builtin_prefetch(p + i + kPrefetchAhead + 16 * r, 1, 3);
             __builtin_prefetch(g + i + kPrefetchAhead + 16 * r, 0, 3);
@@ -621,7 +724,13 @@ struct Driver {
           if constexpr (kS == 2) {
             __builtin_prefetch(codes2 + b.begin + i + kPrefetchAhead, 1, 3);
           }
+        };
+        if constexpr (kJob) {
+          const int64_t nj = fast_tables() ? std::min(b.len, job->len) & ~63 : 0;
+          for (; i < nj; i += 64) chunk(i, std::true_type{});
+          job->done = nj;
         }
+        for (; i + 64 <= b.len; i += 64) chunk(i, std::false_type{});
       }
     }
 #endif
@@ -670,31 +779,36 @@ struct Driver {
     amax[1] = mx2;
   }
 
-  // Requantizes len states of buf (new absmax amax) into the block's codes.
-  static void requantize(const QuantState& s, const BlockView& b,
-                         const float* buf, float amax) {
-    const BlockCodebook& cb = *s.codebook;
-    s.absmax[b.blk] = amax;
-    const float inv = amax >= FLT_MIN ? 1.0f / amax : 0.0f;
-    uint8_t* out = s.codes + (kBits == 8 ? b.begin : b.begin / 2);
-    int64_t i = 0;
+  // Both states' codebooks have the bucket table (the interleaved path).
+  bool fast_tables() const {
+    return a.s1.codebook->fast() && (kS == 1 || a.s2.codebook->fast());
+  }
+
+  // Codes of states buf[from, len) (scaled by inv) into out, which points
+  // at the codes of the block's first element; from is 0 or a multiple of
+  // 64.
+  template <int kFlip>
+  static void requantize(const BlockCodebook& cb, const float* buf, float inv,
+                         uint8_t* out, int64_t from, int64_t len) {
+    int64_t i = from;
 #ifdef KBIT_BLOCKWISE_SIMD
     if (cb.fast()) {
       const BlockCodebook::Table t = cb.table();
       const Simd::F vinv(inv);
 #ifdef KBIT_BLOCKWISE_VBMI
       if constexpr (kBits == 8) {
-        for (; i + 64 <= b.len; i += 64) {
-          Simd::quantize64(t, buf + i, vinv, out + i);
+        for (; i + 64 <= len; i += 64) {
+          Simd::quantize64<kFlip>(t, buf + i, vinv, out + i);
         }
       }
 #endif
-      for (; i + Simd::kQ <= b.len; i += Simd::kQ) {
-        Simd::quantize<kBits>(t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
+      for (; i + Simd::kQ <= len; i += Simd::kQ) {
+        Simd::quantize<kBits, kFlip>(t, buf + i, vinv,
+                                     out + (kBits == 8 ? i : i / 2));
       }
     }
 #endif
-    for (; i < b.len; ++i) {
+    for (; i < len; ++i) {
       const int q = cb.quantize_index(buf[i] * inv);
       if constexpr (kBits == 8) {
         out[i] = uint8_t(q);
@@ -706,25 +820,71 @@ struct Driver {
     }
   }
 
-  void step_block(int64_t blk) const {
-    alignas(64) float buf1[kBlockwiseMaxBlock];
-    alignas(64) float buf2[kS == 2 ? kBlockwiseMaxBlock : 1];
-    BlockView b{blk * a.block_size, 0, blk};
-    b.len = std::min(a.block_size, a.n - b.begin);
-    float amax[2];
-    update_block<Pass::step>(b, buf1, buf2, amax, nullptr);
-    requantize(a.s1, b, buf1, amax[0]);
-    if constexpr (kS == 2) requantize(a.s2, b, buf2, amax[1]);
+  // Stores the block's new absmax and returns its pending requantization.
+  Pending start(const BlockView& b, const float* buf1, const float* buf2,
+                const float* amax) const {
+    Pending job;
+    job.len = b.len;
+    const int64_t at = kBits == 8 ? b.begin : b.begin / 2;
+    a.s1.absmax[b.blk] = amax[0];
+    job.x[0] = buf1;
+    job.inv[0] = inverse_absmax(amax[0]);
+    job.out[0] = a.s1.codes + at;
+    if constexpr (kS == 2) {
+      a.s2.absmax[b.blk] = amax[1];
+      job.x[1] = buf2;
+      job.inv[1] = inverse_absmax(amax[1]);
+      job.out[1] = a.s2.codes + at;
+    }
+    return job;
+  }
+
+  // Requantizes what the interleaved loop left of the pending block.
+  void finish(Pending& job) const {
+    if (job.done < job.len) {
+      requantize<kFlip1>(*a.s1.codebook, job.x[0], job.inv[0], job.out[0],
+                         job.done, job.len);
+      if constexpr (kS == 2) {
+        requantize<kFlip2>(*a.s2.codebook, job.x[1], job.inv[1], job.out[1],
+                           job.done, job.len);
+      }
+    }
+    job = Pending{};
+  }
+
+  // The step over blocks [blk0, blk1), pipelined (see Pending). A block's
+  // codes and absmax are read by its update and written only after it, so
+  // every block sees its old state.
+  void step_range(int64_t blk0, int64_t blk1) const {
+    alignas(64) float bufs[2][kS][kBlockwiseMaxBlock];
+    Pending job;
+    int cur = 0;
+    for (int64_t blk = blk0; blk < blk1; ++blk, cur ^= 1) {
+      const BlockView b = view(blk);
+      float* buf1 = bufs[cur][0];
+      float* buf2 = bufs[cur][kS - 1];
+      float amax[2];
+      if (job.len > 0) {
+        update_block<Pass::step, true>(b, buf1, buf2, amax, nullptr, &job);
+      } else {
+        update_block<Pass::step, false>(b, buf1, buf2, amax, nullptr, nullptr);
+      }
+      finish(job);
+      job = start(b, buf1, buf2, amax);
+    }
+    finish(job);
   }
 
   void norms_block(int64_t blk, double* acc) const {
     alignas(64) float buf1[kBlockwiseMaxBlock];
     alignas(64) float buf2[kS == 2 ? kBlockwiseMaxBlock : 1];
-    BlockView b{blk * a.block_size, 0, blk};
-    b.len = std::min(a.block_size, a.n - b.begin);
     float amax[2];
-    update_block<Pass::norms>(b, buf1, buf2, amax, acc);
+    update_block<Pass::norms, false>(view(blk), buf1, buf2, amax, acc, nullptr);
   }
+
+#ifdef KBIT_BLOCKWISE_SIMD
+  BlockCodebook::Table t1{}, t2{};  // the states' tables (fast codebooks)
+#endif
 };
 
 int64_t num_blocks(const BlockwiseArgs& a) {
@@ -733,9 +893,13 @@ int64_t num_blocks(const BlockwiseArgs& a) {
 
 // Runs f(driver) with the in-register dequantization tables where they
 // apply (8-bit, blocks of at least 64 elements).
-template <class Rule, int kBits, class Fn>
+template <class Rule, int kBits, int kFlip1, int kFlip2, class Fn>
 auto with_driver(const Rule& rule, const BlockwiseArgs& a, Fn&& f) {
-  Driver<Rule, kBits> d{rule, a};
+  Driver<Rule, kBits, kFlip1, kFlip2> d{rule, a};
+#ifdef KBIT_BLOCKWISE_SIMD
+  d.t1 = a.s1.codebook->table();
+  d.t2 = Rule::kStates == 2 ? a.s2.codebook->table() : d.t1;
+#endif
 #ifdef KBIT_BLOCKWISE_VBMI
   if constexpr (kBits == 8) {
     if (a.block_size >= 64 && a.n >= 64) {
@@ -751,35 +915,58 @@ auto with_driver(const Rule& rule, const BlockwiseArgs& a, Fn&& f) {
   return f(std::as_const(d));
 }
 
-template <class Rule, int kBits>
-void run_step(const Rule& rule, const BlockwiseArgs& a) {
-  with_driver<Rule, kBits>(rule, a, [&](const Driver<Rule, kBits>& d) {
+// Blocks [lo, hi) of nb for thread t of nt: contiguous ranges, split as
+// OpenMP's schedule(static) splits them (the first nb % nt threads take one
+// more), so the pages a run touched first stay with the same thread.
+std::pair<int64_t, int64_t> thread_range(int64_t nb, int t, int nt) {
+  const int64_t q = nb / nt, r = nb % nt;
+  const int64_t lo = t * q + std::min<int64_t>(t, r);
+  return {lo, lo + q + (t < r ? 1 : 0)};
+}
+
+template <class Rule, int kBits, int kFlip1, int kFlip2>
+void run_step_with(const Rule& rule, const BlockwiseArgs& a) {
+  with_driver<Rule, kBits, kFlip1, kFlip2>(rule, a, [&](const auto& d) {
     const int64_t nb = num_blocks(a);
-#pragma omp parallel for schedule(static) if (a.n >= kBlockwiseParallelMin)
-    for (int64_t blk = 0; blk < nb; ++blk) d.step_block(blk);
+    if (a.n < kBlockwiseParallelMin) return d.step_range(0, nb);
+#pragma omp parallel
+    {
+      const auto [lo, hi] =
+          thread_range(nb, omp_get_thread_num(), omp_get_num_threads());
+      d.step_range(lo, hi);
+    }
   });
 }
 
+// The requantization is compiled for the codebook signs the optimizer
+// uses (Rule::kSigned1/2); other codebooks read the flip at run time.
 template <class Rule, int kBits>
-BlockwiseNorms run_norms_with(const Driver<Rule, kBits>& d,
-                              const BlockwiseArgs& a) {
-  const int64_t nb = num_blocks(a);
-  double usq = 0, psq = 0;
-#pragma omp parallel for schedule(static) reduction(+ : usq, psq) if ( \
-        a.n >= kBlockwiseParallelMin)
-  for (int64_t blk = 0; blk < nb; ++blk) {
-    double acc[2] = {0, 0};
-    d.norms_block(blk, acc);
-    usq += acc[0];
-    psq += acc[1];
+void run_step(const Rule& rule, const BlockwiseArgs& a) {
+  const bool f1 = a.s1.codebook->table().flip;
+  const bool f2 =
+      Rule::kStates == 2 ? a.s2.codebook->table().flip : Rule::kSigned2;
+  if (f1 == Rule::kSigned1 && f2 == Rule::kSigned2) {
+    run_step_with<Rule, kBits, Rule::kSigned1 ? 1 : 0, Rule::kSigned2 ? 1 : 0>(
+        rule, a);
+  } else {
+    run_step_with<Rule, kBits, -1, -1>(rule, a);
   }
-  return {usq, psq};
 }
 
 template <class Rule, int kBits>
 BlockwiseNorms run_norms(const Rule& rule, const BlockwiseArgs& a) {
-  return with_driver<Rule, kBits>(rule, a, [&](const Driver<Rule, kBits>& d) {
-    return run_norms_with(d, a);
+  return with_driver<Rule, kBits, -1, -1>(rule, a, [&](const auto& d) {
+    const int64_t nb = num_blocks(a);
+    double usq = 0, psq = 0;
+#pragma omp parallel for schedule(static) reduction(+ : usq, psq) if ( \
+        a.n >= kBlockwiseParallelMin)
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      double acc[2] = {0, 0};
+      d.norms_block(blk, acc);
+      usq += acc[0];
+      psq += acc[1];
+    }
+    return BlockwiseNorms{usq, psq};
   });
 }
 
@@ -789,6 +976,16 @@ void dispatch_step(const Rule& rule, const BlockwiseArgs& a) {
     run_step<Rule, 8>(rule, a);
   } else {
     run_step<Rule, 4>(rule, a);
+  }
+}
+
+// Rules with the coupled decay: compiled with and without it.
+template <template <bool> class Rule>
+void dispatch_step_l2(const BlockwiseScalars& k, const BlockwiseArgs& a) {
+  if (k.wd != 0.0f) {
+    dispatch_step(Rule<true>{k}, a);
+  } else {
+    dispatch_step(Rule<false>{k}, a);
   }
 }
 
@@ -834,19 +1031,19 @@ void blockwise_step(BlockwiseRule rule, const BlockwiseHyper& h,
   const BlockwiseScalars k = blockwise_scalars(rule, h);
   switch (rule) {
     case BlockwiseRule::momentum:
-      return dispatch_step(Momentum{k}, a);
+      return dispatch_step_l2<Momentum>(k, a);
     case BlockwiseRule::nesterov:
-      return dispatch_step(Nesterov{k}, a);
+      return dispatch_step_l2<Nesterov>(k, a);
     case BlockwiseRule::lars:
-      return dispatch_step(Lars{k}, a);
+      return dispatch_step_l2<Lars>(k, a);
     case BlockwiseRule::rmsprop:
-      return dispatch_step(Rmsprop{k}, a);
+      return dispatch_step_l2<Rmsprop>(k, a);
     case BlockwiseRule::adagrad:
-      return dispatch_step(Adagrad{k}, a);
+      return dispatch_step_l2<Adagrad>(k, a);
     case BlockwiseRule::lion:
       return dispatch_step(Lion{k}, a);
     case BlockwiseRule::adam:
-      return dispatch_step(Adam{k}, a);
+      return dispatch_step_l2<Adam>(k, a);
     case BlockwiseRule::lamb:
       return dispatch_step(Lamb{k}, a);
   }
@@ -861,7 +1058,8 @@ BlockwiseNorms blockwise_norms(BlockwiseRule rule, const BlockwiseHyper& h,
   if (a.n == 0) return {};
   const BlockwiseScalars k = blockwise_scalars(rule, h);
   if (rule == BlockwiseRule::lamb) return dispatch_norms(Lamb{k}, a);
-  return dispatch_norms(Lars{k}, a);
+  if (k.wd != 0.0f) return dispatch_norms(Lars<true>{k}, a);
+  return dispatch_norms(Lars<false>{k}, a);
 }
 
 // ---- codebook and nearest-code search ----
@@ -903,6 +1101,7 @@ void BlockCodebook::build_table() {
     if (!(md[i - 1] < md[i])) return;  // repeated codes
   }
   const bool is_signed = values_[0] < 0.0f;
+  flip_ = is_signed;
   const uint32_t z = uint32_t(first_nonneg_);
   table_.assign(kBuckets, 0);
   for (uint32_t h = 0; h < kBuckets; ++h) {
@@ -943,20 +1142,22 @@ void BlockCodebook::build_table() {
     // min(i, z - 1), where i = c + (low > thr) and z = first_nonneg.
     if (has_sign_fix() && !neg && c < z) c = z, thr = kLow;
     if (has_sign_fix() && neg && c >= z - 1) c = z - 1, thr = kLow;
-    // The high bits of x' (u, or ~u for negative x).
-    const uint32_t high = neg ? ~h & 0xFFFFu : h;
+    // The high bits of x' (u, or ~u for negative x and a signed codebook;
+    // an unsigned one's negative buckets have no threshold, thr = kLow, so
+    // E + u never carries and their low bits need no flip).
+    const uint32_t high = neg && is_signed ? ~h & 0xFFFFu : h;
     table_[h] = (c << 16) + (kLow - thr) - (high << 16);
   }
 }
 
 BlockCodebook::Table BlockCodebook::table() const {
-  return {table_.data()};
+  return {table_.data(), flip_};
 }
 
 int BlockCodebook::quantize_table(float x) const {
   uint32_t u = std::bit_cast<uint32_t>(x);
   const uint32_t e = table_[u >> 16];
-  if (u >> 31) u = ~u;
+  if (flip_ && (u >> 31)) u = ~u;
   return int(((e + u) >> 16) & 0xFF);
 }
 
@@ -986,7 +1187,7 @@ void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
     const BlockCodebook::Table t = cb.table();
     const Simd::F one(1.0f);
     for (; i + Simd::kQ <= n; i += Simd::kQ) {
-      Simd::quantize<8>(t, x + i, one, idx + i);
+      Simd::quantize<8, -1>(t, x + i, one, idx + i);
     }
   }
 #endif

@@ -29,7 +29,9 @@
 // in the high nibble; an odd n leaves the last low nibble 0.
 //
 // Update rules (f32; fma(a, b, c) = a * b + c rounded once; g' = fma(wd, p, g)
-// is the coupled-decay (L2) gradient; t = step >= 1; c1 = 1 - b1^t,
+// is the coupled-decay (L2) gradient, g itself when wd is 0 (AdamW, Lion,
+// LAMB and decay-free runs: no fma, and -0 stays -0); t = step >= 1;
+// c1 = 1 - b1^t,
 // c2 = 1 - b2^t; scale = update_scale, the trust ratio from the caller):
 //   momentum  s = fma(mu, s, g'), mu = b1 (0 at t = 1); p = fma(-lr, s, p)
 //   nesterov  s as momentum;           p = fma(-lr, fma(mu, s, g'), p)
@@ -94,13 +96,15 @@ const char* blockwise_rule_name(BlockwiseRule rule);
 // few thousand its magnitudes reach. A bucket holds at most one midpoint.
 // Entry E is (c << 16) + (0xFFFF - thr) - (high bits of x'), where c counts
 // the midpoints below the bucket, thr is the threshold on the low 16 bits,
-// and x' is the float's bit pattern u for positive x and ~u for negative x
-// (whose low bits then run the other way). So E + x' carries into bit 16
-// exactly when the low bits pass the threshold, and byte 2 of E + x' is the
-// code: one load, one xor and one add, no compare. The sign fix is folded
-// into the entries; unsigned codebooks give negative x the code of +0. Codebooks the table cannot serve (repeated
-// values, a midpoint at 0, two midpoints in one bucket) use a binary search
-// over the midpoints instead; both are exact.
+// and x' is the float's bit pattern u for positive x and, for codebooks
+// with negative codes, ~u for negative x (whose low bits then run the other
+// way). So E + x' carries into bit 16 exactly when the low bits pass the
+// threshold, and byte 2 of E + x' is the code: one load, one xor and one
+// add, no compare. The sign fix is folded into the entries. Unsigned
+// codebooks give negative x the code of +0 whatever its low bits, so they
+// need no flip (x' = u: the xor and its shift go). Codebooks the table
+// cannot serve (repeated values, a midpoint at 0, two midpoints in one
+// bucket) use a binary search over the midpoints instead; both are exact.
 class BlockCodebook {
  public:
   // values: (K) sorted ascending, finite, 2 <= K <= 256.
@@ -126,9 +130,11 @@ class BlockCodebook {
   int quantize_index(float x) const;
 
   // Table layout, for the vector kernels: code(x) is byte 2 of
-  // entries[u >> 16] + (u ^ (int32(u) >> 31)), u = bits(x).
+  // entries[u >> 16] + x', u = bits(x), x' = u ^ (int32(u) >> 31) when flip,
+  // else u.
   struct Table {
     const uint32_t* entries;  // (65536)
+    bool flip;                // the codebook has negative codes
   };
   Table table() const;
 
@@ -140,6 +146,7 @@ class BlockCodebook {
   std::vector<float> mid_up_;    // (K - 1)
   std::vector<uint32_t> table_;  // (65536) entries, see Table; or empty
   int first_nonneg_ = 0;
+  bool flip_ = false;  // values_[0] < 0
 };
 
 // idx[i] = cb.quantize_index(x[i]) (vectorized). x: (n), idx: (n).

@@ -61,7 +61,7 @@ inline float rule_element(cpu::BlockwiseRule rule,
                           float& s1, float& s2, float& u) {
   using R = cpu::BlockwiseRule;
   u = 0.0f;
-  const float gd = std::fma(k.wd, p, g);
+  const float gd = k.wd != 0.0f ? std::fma(k.wd, p, g) : g;  // g' (header)
   switch (rule) {
     case R::momentum:
       s1 = std::fma(k.mu, s1, gd);
