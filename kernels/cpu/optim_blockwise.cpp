@@ -10,12 +10,22 @@
 // 8-bit dequantization looks the codes up in registers (byte permutes over
 // the codebook's byte planes) instead of gathering. Requantization is one
 // gather from a 65536-entry table indexed by the top 16 bits of the float,
-// an xor and an add (BlockCodebook::Table). Measured here (Xeon with
-// AVX512-VBMI, 1 thread, 65536 parameters repeated, min of 300 steps, TSC
-// cycles): AdamW 8-bit 2.51 cycles per parameter (2.56 with the earlier
-// compare-based table, 2.80 with dequantize gathers); of that,
-// requantization ~1.2 (its gathers ~0.45), sqrt + division ~0.3. The AVX2
-// layer runs at ~5.0 (measured with the earlier table).
+// an xor and an add (BlockCodebook::Table; unsigned codebooks skip the
+// xor). Blocks are pipelined: the requantization of block k (its gathers)
+// is interleaved with the update of block k + 1 (its arithmetic), vector
+// by vector (see Pending).
+//
+// Measured here (Xeon with AVX512-VBMI, 1 thread, 65536 parameters
+// repeated, min of 300 steps, TSC cycles per parameter, AdamW 8-bit):
+//   2.04  now: the block pipeline, no coupled-decay fma when wd = 0 (AdamW),
+//         no flip for the unsigned second-moment codebook
+//   2.42  before those three (the pipeline alone: 2.24)
+//   2.51  with the earlier compare-based table; 2.80 with dequantize gathers
+// Before the pipeline, removing the requantization gathers alone saved
+// ~0.5 and sqrt + division alone ~0.2: on their own here a zmm gather
+// takes ~8 cycles, a zmm sqrt ~9 and a division ~8. The AVX2 layer
+// (-march=x86-64-v3 on this machine) went from 4.88 to 2.76 with the
+// pipeline.
 #include "kernels/cpu/optim_blockwise.h"
 
 #include <omp.h>
@@ -583,12 +593,13 @@ struct Simd {
 
 enum class Pass { step, norms };
 
-// Software prefetch distance of the VBMI loop, in elements (4 KB of f32
-// ahead: about 4 blocks of 256). Measured before the pipeline below:
-// bench_optim 1e8, three alternations with and without it, 8-bit vs 32-bit
-// 0.90/0.93/0.90x against 0.88/0.88/0.81x, a gain of a few percent, within
-// the host's noise. Prefetching a whole block before its loop was slower.
-constexpr int64_t kPrefetchAhead = 1024;
+// Software prefetch distance of the update loops, in elements (2 KB of f32
+// ahead: two blocks of 256). The hardware prefetchers alone leave the loops
+// waiting. Measured with the block pipeline: bench_optim 1e8, 8-bit vs
+// 32-bit over three alternations each: no prefetch 1.14/1.16/1.17x, 256
+// elements 1.33/1.04/1.34x, 512 1.35/1.38/1.34x and 1.39/1.41/1.31x, 768
+// 1.36/1.31/1.28x, 1024 1.37/1.13/1.29x, 2048 1.30/1.11/1.25x.
+constexpr int64_t kPrefetchAhead = 512;
 
 // One block: elements [begin, begin + len) of block index blk.
 struct BlockView {
@@ -679,17 +690,17 @@ struct Driver {
         vm2 = Simd::max_abs(vm2, s2);
       }
     };
+    // The job in locals, for the same reason as the rule.
+    [[maybe_unused]] const BlockCodebook::Table jt1 = t1, jt2 = t2;
+    [[maybe_unused]] const float* const jx1 = kJob ? job->x[0] : nullptr;
+    [[maybe_unused]] const float* const jx2 = kJob ? job->x[1] : nullptr;
+    [[maybe_unused]] uint8_t* const jout1 = kJob ? job->out[0] : nullptr;
+    [[maybe_unused]] uint8_t* const jout2 = kJob ? job->out[1] : nullptr;
+    [[maybe_unused]] const F jinv1(kJob ? job->inv[0] : 0.0f);
+    [[maybe_unused]] const F jinv2(kJob ? job->inv[1] : 0.0f);
 #ifdef KBIT_BLOCKWISE_VBMI
     if constexpr (kBits == 8) {
       if (planes1) {
-        // The job in locals, for the same reason as the rule.
-        const BlockCodebook::Table jt1 = t1, jt2 = t2;
-        const float* const jx1 = kJob ? job->x[0] : nullptr;
-        const float* const jx2 = kJob ? job->x[1] : nullptr;
-        uint8_t* const jout1 = kJob ? job->out[0] : nullptr;
-        uint8_t* const jout2 = kJob ? job->out[1] : nullptr;
-        const F jinv1(kJob ? job->inv[0] : 0.0f);
-        const F jinv2(kJob ? job->inv[1] : 0.0f);
         // 64 elements from i; with_job: requantize the job's elements i ..
         // i + 63 too, one vector of each state after each vector of update.
         auto chunk = [&](int64_t i, auto with_job) {
@@ -734,14 +745,45 @@ struct Driver {
       }
     }
 #endif
-    for (; i + Simd::kW <= b.len; i += Simd::kW) {
-      F s1 = Simd::dequant<kBits>(a.s1.codes, b.begin + i, cv1, vam1);
+    auto vector = [&](int64_t j) {
+      // The same prefetch as the VBMI loop: one per cache line of p and g,
+      // one per 64 codes (measured: bench_optim 1e8, 4-bit vs 32-bit
+      // 1.13/1.19/1.16x without, 1.32/1.29/1.38x with).
+      if ((j & 15) == 0) {
+        __builtin_prefetch(p + j + kPrefetchAhead, 1, 3);
+        __builtin_prefetch(g + j + kPrefetchAhead, 0, 3);
+        if ((j & 63) == 0) {
+          const int64_t c =
+              (kBits == 8 ? b.begin + j : (b.begin + j) / 2) + kPrefetchAhead;
+          __builtin_prefetch(a.s1.codes + c, 1, 3);
+          if constexpr (kS == 2) __builtin_prefetch(a.s2.codes + c, 1, 3);
+        }
+      }
+      F s1 = Simd::dequant<kBits>(a.s1.codes, b.begin + j, cv1, vam1);
       F s2 = Simd::zero();
       if constexpr (kS == 2) {
-        s2 = Simd::dequant<kBits>(a.s2.codes, b.begin + i, cv2, vam2);
+        s2 = Simd::dequant<kBits>(a.s2.codes, b.begin + j, cv2, vam2);
       }
-      lanes(i, s1, s2);
+      lanes(j, s1, s2);
+    };
+    if constexpr (kJob) {
+      // The other layers (and 4-bit): after each kQ elements of update,
+      // the job's same kQ elements; unless the VBMI loop took the job.
+      if (i == 0 && job->done == 0 && fast_tables()) {
+        constexpr int64_t kQ = Simd::kQ;
+        const int64_t nj = std::min(b.len, job->len) / kQ * kQ;
+        for (; i < nj; i += kQ) {
+          for (int64_t r = 0; r < kQ; r += Simd::kW) vector(i + r);
+          const int64_t at = kBits == 8 ? i : i / 2;
+          Simd::quantize<kBits, kFlip1>(jt1, jx1 + i, jinv1, jout1 + at);
+          if constexpr (kS == 2) {
+            Simd::quantize<kBits, kFlip2>(jt2, jx2 + i, jinv2, jout2 + at);
+          }
+        }
+        job->done = nj;
+      }
     }
+    for (; i + Simd::kW <= b.len; i += Simd::kW) vector(i);
     mx1 = Simd::hmax(vm1);
     mx2 = Simd::hmax(vm2);
     if constexpr (kPass == Pass::norms) {

@@ -10,8 +10,10 @@
 // (code value * block absmax), updates the moments in f32 registers, updates
 // the parameter from the UNQUANTIZED new moments, takes the new block absmax
 // = max |state| and requantizes each state with the exact nearest code. The
-// new moments of a block live in a stack buffer of B floats; no full-size f32
-// copy of a state exists. OpenMP over blocks above kBlockwiseParallelMin.
+// new moments of a block live in a stack buffer of B floats (two, as blocks
+// are pipelined: block k is requantized inside the loop that updates block
+// k + 1); no full-size f32 copy of a state exists. Above
+// kBlockwiseParallelMin, OpenMP threads take contiguous ranges of blocks.
 //
 // Nearest code: the index i that minimises |x - code[i]| exactly (as real
 // numbers); on an exact tie (x on a midpoint) the UPPER index, the rule of
