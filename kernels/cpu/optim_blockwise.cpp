@@ -534,6 +534,14 @@ struct Simd {
       b = unpack_nibbles(_mm_cvtsi32_si128(int(w)));
     }
     __m256i idx = _mm256_cvtepu8_epi32(b);
+    if constexpr (kBits == 4) {  // 16 codes: two in-register permutes
+      const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(values), idx);
+      const __m256 hi =
+          _mm256_permutevar8x32_ps(_mm256_loadu_ps(values + 8), idx);
+      // Code bit 3 moved to the sign bit picks the upper half.
+      const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+      return _mm256_mul_ps(_mm256_blendv_ps(lo, hi, upper), absmax.v);
+    }
     return _mm256_mul_ps(_mm256_i32gather_ps(values, idx, 4), absmax.v);
   }
 
@@ -650,7 +658,7 @@ struct Driver {
   // pending block (job->done says how far it got).
   template <Pass kPass, bool kJob>
   void update_block(const BlockView& b, float* buf1, float* buf2, float* amax,
-                    double* acc, Pending* job) const {
+                    double* acc, [[maybe_unused]] Pending* job) const {
     // Local copies: the stores to p could alias the scalars otherwise, and
     // every broadcast would be reloaded after each store.
     const Rule rule = this->rule;
@@ -755,14 +763,14 @@ struct Driver {
         if ((j & 63) == 0) {
           const int64_t c =
               (kBits == 8 ? b.begin + j : (b.begin + j) / 2) + kPrefetchAhead;
-          __builtin_prefetch(a.s1.codes + c, 1, 3);
-          if constexpr (kS == 2) __builtin_prefetch(a.s2.codes + c, 1, 3);
+          __builtin_prefetch(codes1 + c, 1, 3);
+          if constexpr (kS == 2) __builtin_prefetch(codes2 + c, 1, 3);
         }
       }
-      F s1 = Simd::dequant<kBits>(a.s1.codes, b.begin + j, cv1, vam1);
+      F s1 = Simd::dequant<kBits>(codes1, b.begin + j, cv1, vam1);
       F s2 = Simd::zero();
       if constexpr (kS == 2) {
-        s2 = Simd::dequant<kBits>(a.s2.codes, b.begin + j, cv2, vam2);
+        s2 = Simd::dequant<kBits>(codes2, b.begin + j, cv2, vam2);
       }
       lanes(j, s1, s2);
     };
@@ -792,10 +800,10 @@ struct Driver {
     }
 #endif
     for (; i < b.len; ++i) {
-      float s1 = cv1[load_code<kBits>(a.s1.codes, b.begin + i)] * am1;
+      float s1 = cv1[load_code<kBits>(codes1, b.begin + i)] * am1;
       float s2 = 0.0f;
       if constexpr (kS == 2) {
-        s2 = cv2[load_code<kBits>(a.s2.codes, b.begin + i)] * am2;
+        s2 = cv2[load_code<kBits>(codes2, b.begin + i)] * am2;
       }
       float pv = p[i];
       if constexpr (kPass == Pass::step) {

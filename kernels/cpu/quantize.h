@@ -36,7 +36,14 @@
 #include "core/philox.h"
 
 #if defined(__AVX2__)
+// GCC 12's AVX-512 headers start gathers and widenings from
+// _mm512_undefined_*() values, which -Wall reports as maybe uninitialized
+// at every inlined use; silenced for the lines of those headers only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 namespace kbit::cpu {
