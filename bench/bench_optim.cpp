@@ -2,11 +2,14 @@
 // states, side by side in one run, next to pure streaming kernels that move
 // the same bytes (the memory floors).
 //
-// Usage: bench_optim [N ...] [--reps R]     (default N: 1e6 1e7 1e8)
+// Usage: bench_optim [N ...] [--reps R] [--warm]   (default N: 1e6 1e7 1e8)
 // Cost: about 2.5 GB of memory and 10-20 s at N = 1e8.
 //
 // Per N the kernels run alternately, R times each (after two warm-up
-// steps), and the median wall time (and the minimum) is reported with
+// steps); with --warm each kernel instead runs its R times back to back, so
+// a small N stays in cache (the steady-state cost of the arithmetic:
+// OMP_NUM_THREADS=1 bench_optim 65536 --reps 300 --warm). The median wall
+// time (and the minimum) is reported with
 // parameters per second, GB/s at the bytes each must move per parameter, the
 // ratio to the 32-bit step, core cycles per parameter at the nominal clock
 // and cpu%: the process CPU time over wall time x threads (below ~90% the
@@ -117,7 +120,7 @@ struct Kernel {
 };
 
 // One N: returns false when the 8-bit step is slower than the 32-bit one.
-bool bench_size(int64_t n, int reps, bool judge) {
+bool bench_size(int64_t n, int reps, bool warm, bool judge) {
   const int64_t nb8 = (n + 255) / 256, nb4 = (n + 127) / 128;
   AlignedVec<float> p(n), g(n), m(n), v(n);
   AlignedVec<uint8_t> m8(n), v8(n), m4((n + 1) / 2), v4((n + 1) / 2);
@@ -177,19 +180,28 @@ bool bench_size(int64_t n, int reps, bool judge) {
        [&] { traffic8(n, p.data(), g.data(), t8a.data(), t8b.data()); }},
   };
   for (Kernel& kr : ks) kr.run(), kr.run();  // warm-up, states non-zero
-  for (int r = 0; r < reps; ++r) {
+  auto time_once = [](Kernel& kr) {
+    double cpu = 0;
+    const double t = seconds_of(kr.run, cpu);
+    kr.times.push_back(t);
+    kr.cpu_share.push_back(cpu / (t * omp_get_max_threads()));
+  };
+  if (warm) {
     for (Kernel& kr : ks) {
-      double cpu = 0;
-      const double t = seconds_of(kr.run, cpu);
-      kr.times.push_back(t);
-      kr.cpu_share.push_back(cpu / (t * omp_get_max_threads()));
+      kr.run();  // this kernel's data back in cache
+      for (int r = 0; r < reps; ++r) time_once(kr);
+    }
+  } else {
+    for (int r = 0; r < reps; ++r) {
+      for (Kernel& kr : ks) time_once(kr);
     }
   }
 
   const double ghz = cpu_ghz();
   const int threads = omp_get_max_threads();
   const double t32 = median(ks[0].times);
-  std::fprintf(stderr, "\nN = %.0e  (%d reps, median)\n", double(n), reps);
+  std::fprintf(stderr, "\nN = %.0f  (%d reps%s, median)\n", double(n), reps,
+               warm ? " back to back" : " alternating");
   std::fprintf(stderr, "%-32s %9s %9s %11s %7s %9s %11s %5s\n", "kernel", "ms",
                "min ms", "params/s", "GB/s", "vs 32bit", "cyc/param/c", "cpu%");
   for (const Kernel& kr : ks) {
@@ -217,16 +229,19 @@ bool bench_size(int64_t n, int reps, bool judge) {
 int main(int argc, char** argv) {
   std::vector<int64_t> sizes;
   int reps = 0;
+  bool warm = false;
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
     if (s == "--reps" && i + 1 < argc) {
       reps = std::atoi(argv[++i]);
+    } else if (s == "--warm") {
+      warm = true;
     } else {
       const double x = std::atof(s.c_str());
       if (!(x >= 1 && x <= 2e9)) {
         std::fprintf(stderr,
-                     "bench_optim: expected N in [1, 2e9] or "
-                     "--reps R, got '%s'\n",
+                     "bench_optim: expected N in [1, 2e9], --reps R "
+                     "or --warm, got '%s'\n",
                      s.c_str());
         return 2;
       }
@@ -246,7 +261,7 @@ int main(int argc, char** argv) {
                            : (n >= 50000000  ? 9
                               : n >= 5000000 ? 21
                                              : 61);
-    ok = bench_size(n, r, n >= 100000000) && ok;
+    ok = bench_size(n, r, warm, n >= 100000000) && ok;
   }
   return ok ? 0 : 1;
 }

@@ -16,7 +16,9 @@
 // by vector (see Pending).
 //
 // Measured here (Xeon with AVX512-VBMI, 1 thread, 65536 parameters
-// repeated, min of 300 steps, TSC cycles per parameter, AdamW 8-bit):
+// repeated, min of 300 steps, TSC cycles per parameter, AdamW 8-bit; the
+// same as the median of OMP_NUM_THREADS=1 bench_optim 65536 --reps 300
+// --warm in a quiet moment: the host's load moves it up to ~3.3):
 //   2.04  now: the block pipeline, no coupled-decay fma when wd = 0 (AdamW),
 //         no flip for the unsigned second-moment codebook
 //   2.42  before those three (the pipeline alone: 2.24)
