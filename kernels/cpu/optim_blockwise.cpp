@@ -620,13 +620,13 @@ struct BlockView {
 // blocks: block k is requantized while block k + 1 is updated, so the
 // gathers of the requantization run beside the arithmetic of the update
 // instead of after it (measured: 1 thread, 65536 parameters, AdamW 8-bit
-// 2.42 -> 2.19 cycles per parameter).
+// 2.42 -> 2.24 cycles per parameter).
 struct Pending {
   const float* x[2] = {nullptr, nullptr};  // new states (len floats each)
-  float inv[2] = {0.0f, 0.0f};  // 1 / new absmax (0 below FLT_MIN)
-  uint8_t* out[2] = {nullptr, nullptr};  // codes of the block (8-bit: its
-                                         // first element; 4-bit: begin / 2)
-  int64_t len = 0;                       // 0: nothing pending
+  float inv[2] = {0.0f, 0.0f};             // 1 / new absmax (0 below FLT_MIN)
+  uint8_t* out[2] = {nullptr, nullptr};    // codes of the block (8-bit: its
+                                           // first element; 4-bit: begin / 2)
+  int64_t len = 0;                         // 0: nothing pending
   int64_t done = 0;  // elements requantized inside the next update
 };
 
@@ -656,8 +656,9 @@ struct Driver {
   // Runs the rule over one block; the new states go to buf1/buf2 (len
   // floats) and their max |.| to amax; the new parameter to p
   // (Pass::step), or sum u^2 and sum p^2 to acc (Pass::norms). With kJob,
-  // the VBMI loop also requantizes the leading 64-element chunks of the
-  // pending block (job->done says how far it got).
+  // the vector loops also requantize the pending block's leading elements
+  // as they go (64 at a time in the VBMI loop, kQ in the others);
+  // job->done says how far they got.
   template <Pass kPass, bool kJob>
   void update_block(const BlockView& b, float* buf1, float* buf2, float* amax,
                     double* acc, [[maybe_unused]] Pending* job) const {
@@ -747,7 +748,8 @@ struct Driver {
           }
         };
         if constexpr (kJob) {
-          const int64_t nj = fast_tables() ? std::min(b.len, job->len) & ~63 : 0;
+          const int64_t nj =
+              fast_tables() ? std::min(b.len, job->len) & ~63 : 0;
           for (; i < nj; i += 64) chunk(i, std::true_type{});
           job->done = nj;
         }
@@ -837,8 +839,8 @@ struct Driver {
   }
 
   // Codes of states buf[from, len) (scaled by inv) into out, which points
-  // at the codes of the block's first element; from is 0 or a multiple of
-  // 64.
+  // at the codes of the block's first element; from is 0 or where the
+  // interleaved loop stopped (a multiple of Simd::kQ, so even).
   template <int kFlip>
   static void requantize(const BlockCodebook& cb, const float* buf, float inv,
                          uint8_t* out, int64_t from, int64_t len) {
