@@ -144,6 +144,18 @@ void fill_normal(std::vector<float>& x, float sd, std::mt19937& rng) {
   for (float& v : x) v = d(rng);
 }
 
+// The fast kernel's problem and the reference's hold the same bits:
+// parameters, codes and absmax of every state.
+void check_same(const Problem& fast, const Problem& slow) {
+  CHECK(fast.p == slow.p);
+  CHECK(fast.s1.codes == slow.s1.codes);
+  CHECK(fast.s1.absmax == slow.s1.absmax);
+  if (cpu::blockwise_num_states(fast.rule) == 2) {
+    CHECK(fast.s2.codes == slow.s2.codes);
+    CHECK(fast.s2.absmax == slow.s2.absmax);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("kernels: optim_blockwise nearest code equals the argmin") {
@@ -257,13 +269,7 @@ TEST_CASE("kernels: optim_blockwise fused step equals the reference") {
         }
         cpu::blockwise_step(rule, h, fast.args());
         ref::blockwise_step(rule, h, slow.args());
-        CHECK(fast.p == slow.p);
-        CHECK(fast.s1.codes == slow.s1.codes);
-        CHECK(fast.s1.absmax == slow.s1.absmax);
-        if (cpu::blockwise_num_states(rule) == 2) {
-          CHECK(fast.s2.codes == slow.s2.codes);
-          CHECK(fast.s2.absmax == slow.s2.absmax);
-        }
+        check_same(fast, slow);
       }
     }
   }
@@ -326,13 +332,7 @@ TEST_CASE(
             }
             cpu::blockwise_step(rule, h, fast.args());
             ref::blockwise_step(rule, h, slow.args());
-            CHECK(fast.p == slow.p);
-            CHECK(fast.s1.codes == slow.s1.codes);
-            CHECK(fast.s1.absmax == slow.s1.absmax);
-            if (cpu::blockwise_num_states(rule) == 2) {
-              CHECK(fast.s2.codes == slow.s2.codes);
-              CHECK(fast.s2.absmax == slow.s2.absmax);
-            }
+            check_same(fast, slow);
           }
         }
       }
