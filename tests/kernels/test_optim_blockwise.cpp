@@ -275,14 +275,31 @@ TEST_CASE("kernels: optim_blockwise fused step equals the reference") {
   }
 }
 
+// A codebook like cb whose top value is there three times: two equal
+// midpoints, so no bucket table (the binary-search requantization).
+cpu::BlockCodebook without_table(const cpu::BlockCodebook& cb) {
+  std::vector<float> v(cb.values(), cb.values() + cb.size());
+  const size_t n = v.size();
+  v[n - 3] = v[n - 2] = v[n - 1];
+  cpu::BlockCodebook out(v.data(), int(v.size()));
+  REQUIRE(!out.fast());
+  return out;
+}
+
 TEST_CASE(
     "kernels: optim_blockwise step equals the reference with and without "
     "coupled decay, signed zeros and other codebook signs") {
   // The kernel is compiled per (coupled decay on/off) and per codebook sign
   // (the optimizer's, or read at run time); each form must match the
-  // reference. Gradients hold exact +0 and -0 (with wd = 0, g' = g keeps
-  // -0), parameters exact 0. The sizes cover the pipelined blocks on one
-  // thread and on all, a partial last block and 4-bit.
+  // reference, and so must codebooks without a bucket table. Gradients
+  // hold exact +0 and -0 (with wd = 0, g' = g keeps -0), parameters exact
+  // 0. The sizes cover the pipelined blocks on one thread and on all, a
+  // partial last block and 4-bit.
+  const cpu::BlockCodebook slow8[2] = {without_table(maps().dyn8),
+                                       without_table(maps().udyn8)};
+  const cpu::BlockCodebook slow4[2] = {without_table(maps().dyn4),
+                                       without_table(maps().lin4)};
+  enum Maps { kOptimizers, kSwapped, kNoTable };
   struct Shape {
     int64_t n, block;
     int bits;
@@ -293,19 +310,26 @@ TEST_CASE(
   for (BlockwiseRule rule : kRules) {
     for (const Shape& sh : shapes) {
       for (float wd : {0.0f, 1e-3f}) {
-        for (bool swapped : {false, true}) {
+        for (Maps kind : {kOptimizers, kSwapped, kNoTable}) {
           CAPTURE(cpu::blockwise_rule_name(rule));
           CAPTURE(sh.n);
           CAPTURE(sh.bits);
           CAPTURE(wd);
-          CAPTURE(swapped);
+          CAPTURE(int(kind));
           Problem fast(rule, sh.n, sh.block, sh.bits);
-          if (swapped) {  // signed maps where the optimizer puts unsigned
+          if (kind != kOptimizers) {
             for (int k = 1; k <= 2; ++k) {
               QBuf& q = k == 1 ? fast.s1 : fast.s2;
               const bool was_signed = q.cb->values()[0] < 0.0f;
-              q.cb = sh.bits == 8 ? (was_signed ? &maps().udyn8 : &maps().dyn8)
-                                  : (was_signed ? &maps().lin4 : &maps().dyn4);
+              if (kind == kSwapped) {  // signed where the optimizer has
+                                       // unsigned, and back
+                q.cb = sh.bits == 8
+                           ? (was_signed ? &maps().udyn8 : &maps().dyn8)
+                           : (was_signed ? &maps().lin4 : &maps().dyn4);
+              } else {
+                q.cb = sh.bits == 8 ? &slow8[was_signed ? 0 : 1]
+                                    : &slow4[was_signed ? 0 : 1];
+              }
               const int z = q.cb->nearest(0.0f);
               for (int64_t i = 0; i < sh.n; ++i) {
                 ref::set_code(q.codes.data(), sh.bits, i, z);
