@@ -148,10 +148,13 @@ void kill_if_testing_crash(const std::string& path, const std::string& bytes) {
   const char* env = std::getenv("KBIT_TEST_KILL_IN_CHECKPOINT");
   if (!env || ++saves != std::atoi(env)) return;
   const std::filesystem::path target(path);
-  const std::string tmp =
-      (target.parent_path() / ("." + target.filename().string() + ".tmp." +
-                               std::to_string(::getpid())))
-          .string();
+  // Appended piece by piece: GCC 12 reports a false -Wrestrict for
+  // "." + std::string at -O3.
+  std::string name = ".";
+  name += target.filename().string();
+  name += ".tmp.";
+  name += std::to_string(::getpid());
+  const std::string tmp = (target.parent_path() / name).string();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd >= 0) {
     ssize_t written = ::write(fd, bytes.data(), bytes.size() / 2);
