@@ -21,7 +21,8 @@
 // --warm in a quiet moment: the host's load moves it up to ~3.3):
 //   2.04  now: the block pipeline, no coupled-decay fma when wd = 0 (AdamW),
 //         no flip for the unsigned second-moment codebook
-//   2.42  before those three (the pipeline alone: 2.24)
+//   2.42  before those three (the pipeline alone: 2.19; 2.24 when it
+//         requantized 64 elements after each 64 of update)
 //   2.51  with the earlier compare-based table; 2.80 with dequantize gathers
 // Before the pipeline, removing the requantization gathers alone saved
 // ~0.5 and sqrt + division alone ~0.2: on their own here a zmm gather
@@ -620,7 +621,7 @@ struct BlockView {
 // blocks: block k is requantized while block k + 1 is updated, so the
 // gathers of the requantization run beside the arithmetic of the update
 // instead of after it (measured: 1 thread, 65536 parameters, AdamW 8-bit
-// 2.42 -> 2.24 cycles per parameter).
+// 2.42 -> 2.19 cycles per parameter).
 struct Pending {
   const float* x[2] = {nullptr, nullptr};  // new states (len floats each)
   float inv[2] = {0.0f, 0.0f};             // 1 / new absmax (0 below FLT_MIN)
