@@ -66,55 +66,6 @@ void row_pointers(const T* x, int64_t ld, int64_t nr, const T* (&rows)[kRows]) {
   for (int64_t r = 0; r < kRows; ++r) rows[r] = x + std::min(r, nr - 1) * ld;
 }
 
-// NC vectors of columns from j0: s[r][j] = alpha sum_d x[r][d] yt[d][j].
-template <typename T, int NC>
-void score_block(const T* const (&x)[kRows], const T* yt, int64_t ldy,
-                 int64_t D, int64_t j0, T alpha, T* s, int64_t lds,
-                 int64_t nr) {
-  constexpr int64_t L = Simd<T>::L;
-  // Every loop over r and c unrolls, so acc lives in registers.
-  Vec<T> acc[kRows][NC];
-#pragma GCC unroll 8
-  for (int64_t r = 0; r < kRows; ++r) {
-#pragma GCC unroll 2
-    for (int c = 0; c < NC; ++c) acc[r][c] = Vec<T>{};
-  }
-  for (int64_t d = 0; d < D; ++d) {
-    Vec<T> y[NC];
-#pragma GCC unroll 2
-    for (int c = 0; c < NC; ++c) y[c] = load(yt + d * ldy + j0 + c * L);
-#pragma GCC unroll 8
-    for (int64_t r = 0; r < kRows; ++r) {
-      const T xv = x[r][d];
-#pragma GCC unroll 2
-      for (int c = 0; c < NC; ++c) acc[r][c] += xv * y[c];
-    }
-  }
-#pragma GCC unroll 8
-  for (int64_t r = 0; r < kRows; ++r) {
-    if (r >= nr) break;
-#pragma GCC unroll 2
-    for (int c = 0; c < NC; ++c) {
-      store(s + r * lds + j0 + c * L, acc[r][c] * alpha);
-    }
-  }
-}
-
-// s (nr, ncols), row stride lds, = alpha x (nr, D) yt (D, ncols): x rows
-// at stride ldx, yt rows at stride ldy, ncols a multiple of the lanes.
-template <typename T>
-void rows_by_cols(const T* x, int64_t ldx, int64_t nr, const T* yt, int64_t ldy,
-                  int64_t D, int64_t ncols, T alpha, T* s, int64_t lds) {
-  constexpr int64_t L = Simd<T>::L;
-  const T* xr[kRows];
-  row_pointers(x, ldx, nr, xr);
-  int64_t j0 = 0;
-  for (; j0 + 2 * L <= ncols; j0 += 2 * L) {
-    score_block<T, 2>(xr, yt, ldy, D, j0, alpha, s, lds, nr);
-  }
-  if (j0 < ncols) score_block<T, 1>(xr, yt, ldy, D, j0, alpha, s, lds, nr);
-}
-
 // A (rows, k) operand read through element strides: a[r * rs + k * ks].
 // ks = 1 reads rows of a matrix; rs = 1 reads its columns, i.e. the rows
 // of its transpose (four adjacent elements of one cache line per k).
@@ -162,6 +113,23 @@ void mat_block(const T* const (&a)[kRows], int64_t ks, int64_t k0, int64_t k1,
         std::copy(tmp, tmp + w, out + r * ldo + at);
       }
     }
+  }
+}
+
+// s (nr, ncols), row stride lds, = alpha x (nr, D) yt (D, ncols): x rows
+// at stride ldx, yt rows at stride ldy, ncols a multiple of the lanes.
+template <typename T>
+void rows_by_cols(const T* x, int64_t ldx, int64_t nr, const T* yt, int64_t ldy,
+                  int64_t D, int64_t ncols, T alpha, T* s, int64_t lds) {
+  constexpr int64_t L = Simd<T>::L;
+  const T* xr[kRows];
+  row_pointers(x, ldx, nr, xr);
+  int64_t j0 = 0;
+  for (; j0 + 2 * L <= ncols; j0 += 2 * L) {
+    mat_block<T, 2>(xr, 1, 0, D, yt, ldy, j0, ncols, alpha, s, lds, nr);
+  }
+  if (j0 < ncols) {
+    mat_block<T, 1>(xr, 1, 0, D, yt, ldy, j0, ncols, alpha, s, lds, nr);
   }
 }
 
