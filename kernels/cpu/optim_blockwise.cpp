@@ -5,30 +5,35 @@
 // an explicit fma, so both give bit-identical results and the compiler has
 // no mul+add left to contract differently.
 //
-// SIMD layers: AVX-512 (16 lanes; built with -march=native on this
-// machine), AVX2 + FMA (8 lanes), or scalar only. With AVX512-VBMI the
+// SIMD layers: AVX-512 (16 lanes; built with -march=native on AVX-512
+// machines), AVX2 + FMA (8 lanes), or scalar only. With AVX512-VBMI the
 // 8-bit dequantization looks the codes up in registers (byte permutes over
-// the codebook's byte planes) instead of gathering. Requantization is one
-// gather from a 65536-entry table indexed by the top 16 bits of the float,
-// an xor and an add (BlockCodebook::Table; unsigned codebooks skip the
-// xor). Blocks are pipelined: the requantization of block k (its gathers)
-// is interleaved with the update of block k + 1 (its arithmetic), vector
-// by vector (see Pending).
+// the codebook's byte planes) instead of gathering.
 //
-// Measured here (Xeon with AVX512-VBMI, 1 thread, 65536 parameters
-// repeated, min of 300 steps, TSC cycles per parameter, AdamW 8-bit; the
-// same as the median of OMP_NUM_THREADS=1 bench_optim 65536 --reps 300
-// --warm in a quiet moment: the host's load moves it up to ~3.3):
-//   2.04  now: the block pipeline, no coupled-decay fma when wd = 0 (AdamW),
-//         no flip for the unsigned second-moment codebook
-//   2.42  before those three (the pipeline alone: 2.19; 2.24 when it
-//         requantized 64 elements after each 64 of update)
-//   2.51  with the earlier compare-based table; 2.80 with dequantize gathers
-// Before the pipeline, removing the requantization gathers alone saved
-// ~0.5 and sqrt + division alone ~0.2: on their own here a zmm gather
-// takes ~8 cycles, a zmm sqrt ~9 and a division ~8. The AVX2 layer
-// (-march=x86-64-v3 on this machine) went from 4.88 to 2.76 with the
-// pipeline.
+// Requantization, two paths, both exact:
+// - AVX-512 with a proven affine map (affine_codes.h; the optimizers' maps
+//   all have one): four in-register permutes and an fma per 16 states, no
+//   gather; the rare vector with a state within a hair of a midpoint goes
+//   to the table. Each block is requantized right after its own update.
+// - Otherwise one gather per 16 states from a 65536-entry table indexed by
+//   the top 16 bits of the float, an xor and an add (BlockCodebook::Table),
+//   and blocks are pipelined: the requantization of block k (its gathers)
+//   is interleaved with the update of block k + 1 (its arithmetic), vector
+//   by vector (see Pending).
+//
+// Measured (1 thread, 65536 parameters stepped back to back, TSC cycles
+// per parameter, AdamW 8-bit: the median of OMP_NUM_THREADS=1 bench_optim
+// 65536 --reps 300 --warm; the 32-bit step for scale):
+//                                           8-bit   4-bit   32-bit
+//   Zen 4 (EPYC, 2.6 GHz TSC), affine map    2.14    2.62    0.87
+//   Zen 4, the gather pipeline               3.17    3.21
+//   Xeon with AVX512-VBMI, gather pipeline   2.04            (earlier)
+// On Zen 4 a 16-lane gather costs ~20 core cycles whatever its mask (on the
+// Xeon ~8), so the gathers alone cost ~2 cycles per parameter there; a zmm
+// sqrt takes 10 cycles and a division 6 (the 32-bit step's floor). On the
+// Xeon the pipeline took the step from 2.42 to 2.19, and skipping the
+// coupled-decay fma when wd = 0 and the flip for unsigned maps to 2.04; the
+// AVX2 layer (-march=x86-64-v3 there) went from 4.88 to 2.76.
 #include "kernels/cpu/optim_blockwise.h"
 
 #include <omp.h>
@@ -454,17 +459,19 @@ struct Simd {
   }
 
 #ifdef KBIT_BLOCKWISE_VBMI
-  // Stores the 64 codes in byte 2 of q[0..3] at out: two byte permutes (a
+  // The 64 codes in byte 2 of q[0..3] as 64 bytes: two byte permutes (a
   // narrowing store is slower).
-  static void pack64(const __m512i* q, uint8_t* out) {
+  static __m512i packed64(const __m512i* q) {
     // Byte i < 32 of a pair: byte 4 i + 2 of the concatenated (q0, q1).
     const __m512i code_bytes = _mm512_set_epi32(
         0, 0, 0, 0, 0, 0, 0, 0, 0x7e7a7672, 0x6e6a6662, 0x5e5a5652, 0x4e4a4642,
         0x3e3a3632, 0x2e2a2622, 0x1e1a1612, 0x0e0a0602);
     const __m512i ab = _mm512_permutex2var_epi8(q[0], code_bytes, q[1]);
     const __m512i cd = _mm512_permutex2var_epi8(q[2], code_bytes, q[3]);
-    _mm512_storeu_si512(out,
-                        _mm512_inserti64x4(ab, _mm512_castsi512_si256(cd), 1));
+    return _mm512_inserti64x4(ab, _mm512_castsi512_si256(cd), 1);
+  }
+  static void pack64(const __m512i* q, uint8_t* out) {
+    _mm512_storeu_si512(out, packed64(q));
   }
 
   // 8-bit codes of 64 states x * inv at out.
@@ -498,6 +505,115 @@ struct Simd {
                        _mm512_cvtepi64_epi8(pair));
     }
   }
+
+  // ---- the gather-free path (affine_codes.h) ----
+
+  // One codebook's affine map in registers.
+  struct AffineRegs {
+    __m512 split[2], slope[2], offset[2], clamp[2];
+    __m512i flag_mask, mirror_k, mirror_max;
+    explicit AffineRegs(const AffineCodes& t) {
+      for (int h = 0; h < 2; ++h) {
+        split[h] = _mm512_loadu_ps(t.split + 16 * h);
+        slope[h] = _mm512_loadu_ps(t.slope + 16 * h);
+        offset[h] = _mm512_loadu_ps(t.offset + 16 * h);
+        clamp[h] = _mm512_loadu_ps(t.clamp + 16 * h);
+      }
+      flag_mask = _mm512_set1_epi32(int(t.flag_mask));
+      mirror_k = _mm512_set1_epi8(char(t.mirror_k));
+      mirror_max = _mm512_set1_epi8(char(t.mirror_max));
+    }
+  };
+
+  // The fixed-point codes of |x| (cpu::affine_c32, 16 lanes); flag gets
+  // the lanes near a step and, with kSplitFlag, those on a split point.
+  // Unsigned maps (no kMirror) take a negative x as 2^-31 (a signed max).
+  // kClampTop: the upper clamp, which the optimizer's |x| < 2 or NaN/Inf
+  // does without (affine_codes.h).
+  template <bool kMirror, bool kSplitFlag, bool kClampTop>
+  static __m512i affine_c32(const AffineRegs& r, __m512 x, __mmask16& flag) {
+    const __m512i lo = _mm512_set1_epi32(int(kAffineLoBits));
+    __m512i ua = _mm512_castps_si512(x);
+    if constexpr (kMirror) {  // max(|x|, 2^-31), sign clear: one op
+      ua = _mm512_castps_si512(
+          _mm512_range_ps(x, _mm512_castsi512_ps(lo), 0x0B));
+    } else {
+      ua = _mm512_max_epi32(ua, lo);
+    }
+    if constexpr (kClampTop) {
+      ua = _mm512_min_epu32(ua, _mm512_set1_epi32(int(kAffineHiBits)));
+    }
+    const __m512 a = _mm512_castsi512_ps(ua);
+    __m512i j = _mm512_srli_epi32(ua, 23);  // the binade in bits 0..4
+    const __m512 split = _mm512_permutex2var_ps(r.split[0], j, r.split[1]);
+    j = _mm512_mask_add_epi32(j, _mm512_cmp_ps_mask(a, split, _CMP_GE_OQ), j,
+                              _mm512_set1_epi32(1));
+    if constexpr (kSplitFlag) flag |= _mm512_cmp_ps_mask(a, split, _CMP_EQ_OQ);
+    const __m512 line =
+        _mm512_fmadd_ps(a, _mm512_permutex2var_ps(r.slope[0], j, r.slope[1]),
+                        _mm512_permutex2var_ps(r.offset[0], j, r.offset[1]));
+    const __m512i c = _mm512_cvttps_epi32(
+        _mm512_min_ps(line, _mm512_permutex2var_ps(r.clamp[0], j, r.clamp[1])));
+    flag |= _mm512_testn_epi32_mask(c, r.flag_mask);
+    return c;
+  }
+
+  // quantize<kBits, kFlip> through the affine map; a flagged lane sends
+  // the 16 to the table.
+  template <int kBits, int kFlip, bool kMirror, bool kSplitFlag, bool kClampTop>
+  static void quantize_affine(const AffineRegs& r,
+                              const BlockCodebook::Table& t, const float* x,
+                              F inv, uint8_t* out) {
+    const __m512 xv = _mm512_mul_ps(_mm512_loadu_ps(x), inv.v);
+    __mmask16 flag = 0;
+    __m512i q = _mm512_srli_epi32(
+        affine_c32<kMirror, kSplitFlag, kClampTop>(r, xv, flag), 16);
+    if (flag) return quantize<kBits, kFlip>(t, x, inv, out);
+    if constexpr (kMirror) {  // negative lanes: min(K - q, max), K - q >= 0
+      const __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(xv));
+      const __m512i k = _mm512_and_si512(r.mirror_k, _mm512_set1_epi32(0xFF));
+      const __m512i m =
+          _mm512_max_epi32(_mm512_sub_epi32(k, q), _mm512_setzero_si512());
+      q = _mm512_mask_min_epi32(
+          q, neg, m, _mm512_and_si512(r.mirror_max, _mm512_set1_epi32(0xFF)));
+    }
+    if constexpr (kBits == 8) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                       _mm512_cvtepi32_epi8(q));
+    } else {
+      __m512i pair =
+          _mm512_or_si512(_mm512_slli_epi64(q, 4), _mm512_srli_epi64(q, 32));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out),
+                       _mm512_cvtepi64_epi8(pair));
+    }
+  }
+
+#ifdef KBIT_BLOCKWISE_VBMI
+  // quantize64 through the affine map, the mirror on the 64 packed bytes.
+  template <int kFlip, bool kMirror, bool kSplitFlag, bool kClampTop>
+  static void quantize64_affine(const AffineRegs& r,
+                                const BlockCodebook::Table& t, const float* x,
+                                F inv, uint8_t* out) {
+    __m512i q[4];
+    __mmask16 flag = 0, neg[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m512 xv = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * k), inv.v);
+      q[k] = affine_c32<kMirror, kSplitFlag, kClampTop>(r, xv, flag);
+      if constexpr (kMirror) {
+        neg[k] = _mm512_movepi32_mask(_mm512_castps_si512(xv));
+      }
+    }
+    if (flag) return quantize64<kFlip>(t, x, inv, out);
+    __m512i bytes = packed64(q);
+    if constexpr (kMirror) {
+      const __mmask64 n = _mm512_kunpackd(_mm512_kunpackw(neg[3], neg[2]),
+                                          _mm512_kunpackw(neg[1], neg[0]));
+      bytes = _mm512_mask_subs_epu8(bytes, n, r.mirror_k, bytes);
+      bytes = _mm512_mask_min_epu8(bytes, n, bytes, r.mirror_max);
+    }
+    _mm512_storeu_si512(out, bytes);
+  }
+#endif
 };
 #elif defined(KBIT_BLOCKWISE_AVX2)
 #define KBIT_BLOCKWISE_SIMD 1
@@ -617,11 +733,12 @@ struct BlockView {
   int64_t begin, len, blk;
 };
 
-// A block whose new states wait for requantization. The step pipelines
-// blocks: block k is requantized while block k + 1 is updated, so the
-// gathers of the requantization run beside the arithmetic of the update
-// instead of after it (measured: 1 thread, 65536 parameters, AdamW 8-bit
-// 2.42 -> 2.19 cycles per parameter).
+// A block whose new states wait for requantization. On the table path the
+// step pipelines blocks: block k is requantized while block k + 1 is
+// updated, so the gathers of the requantization run beside the arithmetic
+// of the update instead of after it (measured on the Xeon: 1 thread, 65536
+// parameters, AdamW 8-bit 2.42 -> 2.19 cycles per parameter). With affine
+// maps a block's job is finished as soon as it starts (pipelined()).
 struct Pending {
   const float* x[2] = {nullptr, nullptr};  // new states (len floats each)
   float inv[2] = {0.0f, 0.0f};             // 1 / new absmax (0 below FLT_MIN)
@@ -634,6 +751,47 @@ struct Pending {
 inline float inverse_absmax(float amax) {
   return amax >= FLT_MIN ? 1.0f / amax : 0.0f;
 }
+
+#ifdef KBIT_BLOCKWISE_AVX512
+// Codes of buf[i, len) * inv through the affine map, as far as whole
+// vectors go (out: the codes of element 0); returns where it stopped.
+template <int kBits, int kFlip, bool kMirror, bool kSplitFlag>
+int64_t requantize_affine_with(const AffineCodes& aff,
+                               const BlockCodebook::Table& t, const float* buf,
+                               Simd::F vinv, uint8_t* out, int64_t i,
+                               int64_t len) {
+  const Simd::AffineRegs r(aff);
+#ifdef KBIT_BLOCKWISE_VBMI
+  if constexpr (kBits == 8) {
+    for (; i + 64 <= len; i += 64) {
+      Simd::quantize64_affine<kFlip, kMirror, kSplitFlag, false>(r, t, buf + i,
+                                                                 vinv, out + i);
+    }
+  }
+#endif
+  for (; i + Simd::kQ <= len; i += Simd::kQ) {
+    Simd::quantize_affine<kBits, kFlip, kMirror, kSplitFlag, false>(
+        r, t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
+  }
+  return i;
+}
+
+template <int kBits, int kFlip>
+int64_t requantize_affine(const AffineCodes& aff, const BlockCodebook::Table& t,
+                          const float* buf, Simd::F vinv, uint8_t* out,
+                          int64_t i, int64_t len) {
+  if (!aff.mirror) {
+    return requantize_affine_with<kBits, kFlip, false, false>(aff, t, buf, vinv,
+                                                              out, i, len);
+  }
+  if (aff.flag_splits) {
+    return requantize_affine_with<kBits, kFlip, true, true>(aff, t, buf, vinv,
+                                                            out, i, len);
+  }
+  return requantize_affine_with<kBits, kFlip, true, false>(aff, t, buf, vinv,
+                                                           out, i, len);
+}
+#endif
 
 // kFlip1/2: the requantization's flip (1, 0, or -1 for the table's own; see
 // Simd::index) for state 1 and 2.
@@ -850,6 +1008,11 @@ struct Driver {
     if (cb.fast()) {
       const BlockCodebook::Table t = cb.table();
       const Simd::F vinv(inv);
+#ifdef KBIT_BLOCKWISE_AVX512
+      if (const AffineCodes* aff = cb.affine()) {
+        i = requantize_affine<kBits, kFlip>(*aff, t, buf, vinv, out, i, len);
+      }
+#endif
 #ifdef KBIT_BLOCKWISE_VBMI
       if constexpr (kBits == 8) {
         for (; i + 64 <= len; i += 64) {
@@ -912,6 +1075,7 @@ struct Driver {
   // every block sees its old state.
   void step_range(int64_t blk0, int64_t blk1) const {
     alignas(64) float bufs[2][kS][kBlockwiseMaxBlock];
+    const bool pipe = pipelined();
     Pending job;
     int cur = 0;
     for (int64_t blk = blk0; blk < blk1; ++blk, cur ^= 1) {
@@ -926,8 +1090,21 @@ struct Driver {
       }
       finish(job);
       job = start(b, buf1, buf2, amax);
+      if (!pipe) finish(job);
     }
     finish(job);
+  }
+
+  // Whether blocks are pipelined (see Pending). With affine maps for every
+  // state (AVX-512) requantization has no gathers to hide, and the
+  // pipeline's second set of tables would only crowd the registers: each
+  // block is requantized right after its update instead.
+  bool pipelined() const {
+#ifdef KBIT_BLOCKWISE_AVX512
+    return !(a.s1.codebook->affine() && (kS == 1 || a.s2.codebook->affine()));
+#else
+    return true;
+#endif
   }
 
   void norms_block(int64_t blk, double* acc) const {
@@ -1141,6 +1318,10 @@ BlockCodebook::BlockCodebook(const float* values, int size) {
   first_nonneg_ = int(std::lower_bound(values_.begin(), values_.end(), 0.0f) -
                       values_.begin());
   build_table();
+  if (fast()) {
+    affine_ = build_affine_codes(values_.data(), mid_up_.data(), size,
+                                 first_nonneg_, has_sign_fix());
+  }
 }
 
 // Bucket h (the top 16 bits of a float) holds the floats whose bit
@@ -1234,6 +1415,34 @@ int BlockCodebook::quantize_index(float x) const {
   return i;
 }
 
+#ifdef KBIT_BLOCKWISE_AVX512
+namespace {
+
+// code_indices' vector loops through the affine map (any x: with the upper
+// clamp); returns where they stopped.
+template <bool kMirror, bool kSplitFlag>
+int64_t code_indices_affine(const AffineCodes& aff,
+                            const BlockCodebook::Table& t, const float* x,
+                            int64_t n, uint8_t* idx) {
+  const Simd::AffineRegs r(aff);
+  const Simd::F one(1.0f);
+  int64_t i = 0;
+#ifdef KBIT_BLOCKWISE_VBMI
+  for (; i + 64 <= n; i += 64) {
+    Simd::quantize64_affine<-1, kMirror, kSplitFlag, true>(r, t, x + i, one,
+                                                           idx + i);
+  }
+#endif
+  for (; i + Simd::kQ <= n; i += Simd::kQ) {
+    Simd::quantize_affine<8, -1, kMirror, kSplitFlag, true>(r, t, x + i, one,
+                                                            idx + i);
+  }
+  return i;
+}
+
+}  // namespace
+#endif
+
 void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
                   uint8_t* idx) {
   int64_t i = 0;
@@ -1241,6 +1450,17 @@ void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
   if (cb.fast()) {
     const BlockCodebook::Table t = cb.table();
     const Simd::F one(1.0f);
+#ifdef KBIT_BLOCKWISE_AVX512
+    if (const AffineCodes* aff = cb.affine()) {
+      if (!aff->mirror) {
+        i = code_indices_affine<false, false>(*aff, t, x, n, idx);
+      } else if (aff->flag_splits) {
+        i = code_indices_affine<true, true>(*aff, t, x, n, idx);
+      } else {
+        i = code_indices_affine<true, false>(*aff, t, x, n, idx);
+      }
+    }
+#endif
     for (; i + Simd::kQ <= n; i += Simd::kQ) {
       Simd::quantize<8, -1>(t, x + i, one, idx + i);
     }

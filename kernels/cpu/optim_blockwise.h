@@ -10,10 +10,11 @@
 // (code value * block absmax), updates the moments in f32 registers, updates
 // the parameter from the UNQUANTIZED new moments, takes the new block absmax
 // = max |state| and requantizes each state with the exact nearest code. The
-// new moments of a block live in a stack buffer of B floats (two, as blocks
-// are pipelined: block k is requantized inside the loop that updates block
-// k + 1); no full-size f32 copy of a state exists. Above
-// kBlockwiseParallelMin, OpenMP threads take contiguous ranges of blocks.
+// new moments of a block live in a stack buffer of B floats (two where
+// blocks are pipelined: with the table path block k is requantized inside
+// the loop that updates block k + 1); no full-size f32 copy of a state
+// exists. Above kBlockwiseParallelMin, OpenMP threads take contiguous
+// ranges of blocks.
 //
 // Nearest code: the index i that minimises |x - code[i]| exactly (as real
 // numbers); on an exact tie (x on a midpoint) the UPPER index, the rule of
@@ -66,7 +67,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
+
+#include "kernels/cpu/affine_codes.h"
 
 namespace kbit::cpu {
 
@@ -107,6 +111,12 @@ const char* blockwise_rule_name(BlockwiseRule rule);
 // need no flip (x' = u: the xor and its shift go). Codebooks the table
 // cannot serve (repeated values, a midpoint at 0, two midpoints in one
 // bucket) use a binary search over the midpoints instead; both are exact.
+//
+// Gather-free path: codebooks with a table whose midpoints lie on a few
+// lines (affine_codes.h: dynamic, udynamic, linear maps and their 4-bit
+// forms) also get a proven piecewise-affine map; the AVX-512 kernels
+// evaluate it with in-register permutes and send the rare lanes it flags
+// (near a midpoint) to the table.
 class BlockCodebook {
  public:
   // values: (K) sorted ascending, finite, 2 <= K <= 256.
@@ -123,6 +133,8 @@ class BlockCodebook {
     return first_nonneg_ > 0 && first_nonneg_ < size();
   }
   bool fast() const { return !table_.empty(); }
+  // The proven affine map, or null (then the table serves every lane).
+  const AffineCodes* affine() const { return affine_.get(); }
 
   // Nearest code index of x, no sign fix (binary search; exact, upper index
   // on ties).
@@ -147,6 +159,7 @@ class BlockCodebook {
   std::vector<float> values_;    // (K)
   std::vector<float> mid_up_;    // (K - 1)
   std::vector<uint32_t> table_;  // (65536) entries, see Table; or empty
+  std::shared_ptr<const AffineCodes> affine_;  // null: table only
   int first_nonneg_ = 0;
   bool flip_ = false;  // values_[0] < 0
 };

@@ -4,6 +4,7 @@
 // quantized step against an unquantized f64 step re-synced every step.
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -229,6 +230,90 @@ TEST_CASE("kernels: optim_blockwise nearest code equals the argmin") {
     // Signed maps with a zero code: the fix moved the small negatives.
     if (cb->has_sign_fix()) CHECK(fixed > 0);
   }
+}
+
+// The exact code of x for a codebook: argmin, then the sign fix.
+int exact_code(const cpu::BlockCodebook& cb, float x) {
+  const int near = ref::nearest_code(cb.values(), cb.size(), x);
+  return ref::sign_fix(cb.values(), cb.size(), x, near);
+}
+
+TEST_CASE(
+    "kernels: optim_blockwise affine code map is exact where it answers") {
+  // The gather-free requantization (affine_codes.h) answers a code or
+  // flags the value for the table; it must never answer a wrong code. The
+  // builder proves this; the test checks it independently against the
+  // argmin: every float of the binades where a piece is split or capped
+  // (both signs), every midpoint with its float neighbours, and random
+  // values. It also bounds how often random states are flagged (each flag
+  // sends a vector to the table path).
+  constexpr double kMaxFlaggedRandom = 1e-3;  // 2 delta / 65536 = 1.2e-4
+  for (const std::string name :
+       {"dynamic", "udynamic", "dynamic4", "ulinear_nz", "linear", "ulinear",
+        "int8", "fp8_e4m3"}) {
+    CAPTURE(name);
+    const cpu::BlockCodebook cb = block_codebook(name);
+    const cpu::AffineCodes* t = cb.affine();
+    REQUIRE(t != nullptr);
+    int wrong = 0;
+    int64_t answered = 0;
+    auto check = [&](float x) {
+      const int got = cpu::affine_code(*t, x);
+      if (got < 0) return;
+      ++answered;
+      // quantize_index is the table path, itself checked against the
+      // argmin above; the argmin directly on the spot checks.
+      if (got != cb.quantize_index(x) && ++wrong <= 5) {
+        MESSAGE("x=", x, " affine ", got, " exact ", exact_code(cb, x));
+      }
+    };
+    for (int i = 0; i + 1 < cb.size(); ++i) {
+      float m = cb.mid_up()[i];
+      for (int k = 0; k < 3; ++k) m = std::nextafter(m, -INFINITY);
+      for (int k = 0; k < 7; ++k, m = std::nextafter(m, INFINITY)) {
+        check(m);
+        check(-m);
+        if (cpu::affine_code(*t, m) >= 0) {
+          CHECK(cpu::affine_code(*t, m) == exact_code(cb, m));
+        }
+      }
+    }
+    // Exhaustive over the binades holding a split or a cap (where a piece
+    // changes line or stops following it) of the optimizers' 8-bit maps.
+    const bool exhaustive = name == "dynamic" || name == "udynamic";
+    for (int b = 0; b < cpu::kAffinePieces && exhaustive; ++b) {
+      const bool risky =
+          std::isfinite(t->split[b]) || std::isfinite(t->clamp[b]) ||
+          (b + 1 < cpu::kAffinePieces && std::isfinite(t->clamp[b + 1]));
+      if (!risky) continue;
+      const uint32_t lo = uint32_t(96 + b) << 23, hi = lo + (1u << 23);
+      for (uint32_t u = lo; u < hi; ++u) {
+        const float x = std::bit_cast<float>(u);
+        check(x);
+        if (t->mirror) check(-x);
+      }
+    }
+    std::mt19937 rng(17);
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    std::uniform_real_distribution<float> ex(-9.0f, 0.0f);
+    int64_t flagged = 0, total = 0;
+    for (int i = 0; i < 200000; ++i) {
+      const float x =
+          i % 2 ? uni(rng) : (i % 4 ? 1.0f : -1.0f) * std::pow(10.0f, ex(rng));
+      const float xs = t->mirror ? x : std::fabs(x);
+      flagged += cpu::affine_code(*t, xs) < 0;
+      ++total;
+      check(xs);
+    }
+    MESSAGE(name, ": delta ", t->delta, ", ", answered, " answered, flagged ",
+            flagged, " of ", total, " random");
+    CHECK(wrong == 0);
+    CHECK(double(flagged) / double(total) < kMaxFlaggedRandom);
+  }
+  // Maps that are not piecewise even (nf4's normal quantiles) get none and
+  // keep the table.
+  CHECK(block_codebook("nf4").affine() == nullptr);
+  CHECK(block_codebook("nf4").fast());
 }
 
 TEST_CASE("kernels: optim_blockwise fused step equals the reference") {
