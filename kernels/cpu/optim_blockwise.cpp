@@ -589,8 +589,10 @@ struct Simd {
   }
 
 #ifdef KBIT_BLOCKWISE_VBMI
-  // quantize64 through the affine map, the mirror on the 64 packed bytes.
-  template <int kFlip, bool kMirror, bool kSplitFlag, bool kClampTop>
+  // The codes of 64 states x * inv at out (8-bit: 64 bytes; 4-bit: 32,
+  // element 2i in the high nibble) through the affine map, the mirror on
+  // the 64 packed bytes; a flagged lane sends the 64 to the table.
+  template <int kBits, int kFlip, bool kMirror, bool kSplitFlag, bool kClampTop>
   static void quantize64_affine(const AffineRegs& r,
                                 const BlockCodebook::Table& t, const float* x,
                                 F inv, uint8_t* out) {
@@ -603,7 +605,16 @@ struct Simd {
         neg[k] = _mm512_movepi32_mask(_mm512_castps_si512(xv));
       }
     }
-    if (flag) return quantize64<kFlip>(t, x, inv, out);
+    if (flag) {
+      if constexpr (kBits == 8) {
+        quantize64<kFlip>(t, x, inv, out);
+      } else {
+        for (int k = 0; k < 4; ++k) {
+          quantize<4, kFlip>(t, x + 16 * k, inv, out + 8 * k);
+        }
+      }
+      return;
+    }
     __m512i bytes = packed64(q);
     if constexpr (kMirror) {
       const __mmask64 n = _mm512_kunpackd(_mm512_kunpackw(neg[3], neg[2]),
@@ -611,7 +622,14 @@ struct Simd {
       bytes = _mm512_mask_subs_epu8(bytes, n, r.mirror_k, bytes);
       bytes = _mm512_mask_min_epu8(bytes, n, bytes, r.mirror_max);
     }
-    _mm512_storeu_si512(out, bytes);
+    if constexpr (kBits == 8) {
+      _mm512_storeu_si512(out, bytes);
+    } else {  // byte pair (even, odd) -> even * 16 + odd
+      const __m512i pairs =
+          _mm512_maddubs_epi16(bytes, _mm512_set1_epi16(0x0110));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                          _mm512_cvtepi16_epi8(pairs));
+    }
   }
 #endif
 };
@@ -762,11 +780,9 @@ int64_t requantize_affine_with(const AffineCodes& aff,
                                int64_t len) {
   const Simd::AffineRegs r(aff);
 #ifdef KBIT_BLOCKWISE_VBMI
-  if constexpr (kBits == 8) {
-    for (; i + 64 <= len; i += 64) {
-      Simd::quantize64_affine<kFlip, kMirror, kSplitFlag, false>(r, t, buf + i,
-                                                                 vinv, out + i);
-    }
+  for (; i + 64 <= len; i += 64) {
+    Simd::quantize64_affine<kBits, kFlip, kMirror, kSplitFlag, false>(
+        r, t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
   }
 #endif
   for (; i + Simd::kQ <= len; i += Simd::kQ) {
@@ -1429,8 +1445,8 @@ int64_t code_indices_affine(const AffineCodes& aff,
   int64_t i = 0;
 #ifdef KBIT_BLOCKWISE_VBMI
   for (; i + 64 <= n; i += 64) {
-    Simd::quantize64_affine<-1, kMirror, kSplitFlag, true>(r, t, x + i, one,
-                                                           idx + i);
+    Simd::quantize64_affine<8, -1, kMirror, kSplitFlag, true>(r, t, x + i, one,
+                                                              idx + i);
   }
 #endif
   for (; i + Simd::kQ <= n; i += Simd::kQ) {

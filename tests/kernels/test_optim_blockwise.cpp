@@ -316,6 +316,48 @@ TEST_CASE(
   CHECK(block_codebook("nf4").fast());
 }
 
+TEST_CASE("kernels: optim_blockwise states on midpoints take the exact path") {
+  // Step 1 of momentum (mu = 0, wd = 0) stores s = g, and of Adagrad
+  // s = g * g; a block whose absmax is 1 then requantizes x = s itself.
+  // With s on the midpoints of the state's map and their float neighbours
+  // (both signs for the signed map), the affine path flags most vectors
+  // and the table decides them: the step must still equal the reference.
+  for (BlockwiseRule rule : {BlockwiseRule::momentum, BlockwiseRule::adagrad}) {
+    for (int bits : {8, 4}) {
+      CAPTURE(cpu::blockwise_rule_name(rule));
+      CAPTURE(bits);
+      const int64_t block = bits == 8 ? 256 : 128, n = 8 * block;
+      Problem fast(rule, n, block, bits);
+      const cpu::BlockCodebook& cb = *fast.s1.cb;
+      const bool square = rule == BlockwiseRule::adagrad;
+      std::vector<float> xs;  // wanted states
+      for (int i = 0; i + 1 < cb.size(); ++i) {
+        float m = std::nextafter(cb.mid_up()[i], -INFINITY);
+        for (int k = 0; k < 3; ++k, m = std::nextafter(m, INFINITY)) {
+          if (m <= 0.0f && square) continue;
+          xs.push_back(m);
+        }
+      }
+      int flagged = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        float x = i % block == 0 ? 1.0f : xs[size_t(i) % xs.size()];
+        if (!square && i % 3 == 1) x = -x;
+        fast.g[size_t(i)] = square ? std::sqrt(x) : x;
+        const float s = square ? fast.g[size_t(i)] * fast.g[size_t(i)] : x;
+        flagged += cpu::affine_code(*cb.affine(), s) < 0;
+      }
+      CHECK(flagged > int(n / 8));  // the exact path really is taken
+      Problem slow = fast;
+      cpu::BlockwiseHyper h = hyper_for(rule);
+      h.weight_decay = 0.0f;
+      h.step = 1;
+      cpu::blockwise_step(rule, h, fast.args());
+      ref::blockwise_step(rule, h, slow.args());
+      check_same(fast, slow);
+    }
+  }
+}
+
 TEST_CASE("kernels: optim_blockwise fused step equals the reference") {
   // (n, block_size, bits): odd sizes, a partial last block, every block size
   // class; 4-bit uses block 128 as the optimizer does, plus an odd n.
