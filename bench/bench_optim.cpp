@@ -5,6 +5,11 @@
 // Usage: bench_optim [N ...] [--reps R] [--warm]   (default N: 1e6 1e7 1e8)
 // Cost: about 2.5 GB of memory and 10-20 s at N = 1e8.
 //
+// The 8-bit step runs on the requantization path the kernels chose
+// (kernels/cpu/optim_blockwise.h, RequantPath), and again on each path by
+// name ("adam8, table path": the gathers; "adam8, affine path": the
+// gather-free map, AVX-512 builds only).
+//
 // Per N the kernels run alternately, R times each (after two warm-up
 // steps); with --warm each kernel instead runs its R times back to back, so
 // a small N stays in cache (the steady-state cost of the arithmetic:
@@ -119,6 +124,18 @@ struct Kernel {
   std::vector<double> cpu_share;  // CPU seconds / (wall seconds * threads)
 };
 
+using kbit::cpu::RequantPath;
+
+// The requantization paths this build has (the affine one needs AVX-512).
+std::vector<RequantPath> available_paths() {
+  const RequantPath chosen = kbit::cpu::requant_path();
+  kbit::cpu::set_requant_path(RequantPath::affine);
+  const bool affine = kbit::cpu::requant_path() == RequantPath::affine;
+  kbit::cpu::set_requant_path(chosen);
+  if (!affine) return {RequantPath::table};
+  return {RequantPath::table, RequantPath::affine};
+}
+
 // One N: returns false when the 8-bit step is slower than the 32-bit one.
 bool bench_size(int64_t n, int reps, bool warm, bool judge) {
   const int64_t nb8 = (n + 255) / 256, nb4 = (n + 127) / 128;
@@ -179,6 +196,17 @@ bool bench_size(int64_t n, int reps, bool warm, bool judge) {
       {"adam8-traffic (16 B)", 16,
        [&] { traffic8(n, p.data(), g.data(), t8a.data(), t8b.data()); }},
   };
+  // The 8-bit step on each requantization path, the choice undone after.
+  const RequantPath chosen = kbit::cpu::requant_path();
+  for (RequantPath path : available_paths()) {
+    ks.emplace_back(
+        path == RequantPath::table ? "adam8, table path" : "adam8, affine path",
+        16, [&, path] {
+          kbit::cpu::set_requant_path(path);
+          kbit::cpu::blockwise_step(BlockwiseRule::adam, h, a8);
+          kbit::cpu::set_requant_path(chosen);
+        });
+  }
   for (Kernel& kr : ks) kr.run(), kr.run();  // warm-up, states non-zero
   auto time_once = [](Kernel& kr) {
     double cpu = 0;
@@ -255,6 +283,12 @@ int main(int argc, char** argv) {
                "\nthreads %d (OMP_NUM_THREADS), cpu %.2f GHz "
                "(/proc/cpuinfo, for cyc/param/core)\n",
                omp_get_max_threads(), cpu_ghz());
+  const char* env = std::getenv("KBIT_REQUANT");
+  std::fprintf(stderr,
+               "requantization: %s path (KBIT_REQUANT=%s; automatic times "
+               "both on a small step and keeps the faster)\n",
+               kbit::cpu::requant_path_name(kbit::cpu::requant_path()),
+               env ? env : "unset");
   bool ok = true;
   for (int64_t n : sizes) {
     const int r = reps > 0 ? reps

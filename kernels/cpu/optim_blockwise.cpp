@@ -39,10 +39,15 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cfloat>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <utility>
 
 #include "core/error.h"
@@ -809,6 +814,9 @@ int64_t requantize_affine(const AffineCodes& aff, const BlockCodebook::Table& t,
 }
 #endif
 
+// Whether codebooks with an affine map use it (requant_path()).
+bool affine_on();
+
 // kFlip1/2: the requantization's flip (1, 0, or -1 for the table's own; see
 // Simd::index) for state 1 and 2.
 template <class Rule, int kBits, int kFlip1, int kFlip2>
@@ -816,6 +824,7 @@ struct Driver {
   static constexpr int kS = Rule::kStates;
   const Rule& rule;
   const BlockwiseArgs& a;
+  const bool affine = affine_on();  // read once per step
 #ifdef KBIT_BLOCKWISE_VBMI
   // In-register dequantization tables (8-bit; null: the gather path).
   const BytePlanes* planes1 = nullptr;
@@ -1018,14 +1027,15 @@ struct Driver {
   // interleaved loop stopped (a multiple of Simd::kQ, so even).
   template <int kFlip>
   static void requantize(const BlockCodebook& cb, const float* buf, float inv,
-                         uint8_t* out, int64_t from, int64_t len) {
+                         uint8_t* out, int64_t from, int64_t len,
+                         [[maybe_unused]] bool affine) {
     int64_t i = from;
 #ifdef KBIT_BLOCKWISE_SIMD
     if (cb.fast()) {
       const BlockCodebook::Table t = cb.table();
       const Simd::F vinv(inv);
 #ifdef KBIT_BLOCKWISE_AVX512
-      if (const AffineCodes* aff = cb.affine()) {
+      if (const AffineCodes* aff = cb.affine(); aff && affine) {
         i = requantize_affine<kBits, kFlip>(*aff, t, buf, vinv, out, i, len);
       }
 #endif
@@ -1077,10 +1087,10 @@ struct Driver {
   void finish(Pending& job) const {
     if (job.done < job.len) {
       requantize<kFlip1>(*a.s1.codebook, job.x[0], job.inv[0], job.out[0],
-                         job.done, job.len);
+                         job.done, job.len, affine);
       if constexpr (kS == 2) {
         requantize<kFlip2>(*a.s2.codebook, job.x[1], job.inv[1], job.out[1],
-                           job.done, job.len);
+                           job.done, job.len, affine);
       }
     }
     job = Pending{};
@@ -1117,7 +1127,8 @@ struct Driver {
   // block is requantized right after its update instead.
   bool pipelined() const {
 #ifdef KBIT_BLOCKWISE_AVX512
-    return !(a.s1.codebook->affine() && (kS == 1 || a.s2.codebook->affine()));
+    return !(affine && a.s1.codebook->affine() &&
+             (kS == 1 || a.s2.codebook->affine()));
 #else
     return true;
 #endif
@@ -1310,6 +1321,126 @@ BlockwiseNorms blockwise_norms(BlockwiseRule rule, const BlockwiseHyper& h,
   return dispatch_norms(Lars<false>{k}, a);
 }
 
+// ---- the requantization path ----
+
+namespace {
+
+// 0: not yet chosen, else 1 + RequantPath (affine or table).
+std::atomic<int> g_requant_path{0};
+
+int path_code(RequantPath p) {
+  return p == RequantPath::automatic ? 0 : 1 + int(p);
+}
+
+#ifdef KBIT_BLOCKWISE_AVX512
+// A map shaped like bitsandbytes' dynamic one (decade i: 2^i (signed) or
+// 2^(i + 1) (unsigned) points of an even grid on [0.1, 1] times 10^(i - 6),
+// plus 0 and 1), to time the two paths on the optimizers' kind of map.
+std::vector<float> dynamic_like(bool is_signed) {
+  std::vector<float> v = {0.0f, 1.0f};
+  for (int i = 0; i < 7; ++i) {
+    const int levels = 1 << (i + (is_signed ? 0 : 1));
+    for (int k = 0; k < levels; ++k) {
+      const float x =
+          float(std::pow(10.0, i - 6) * (0.1 + (k + 0.5) * 0.9 / levels));
+      v.push_back(x);
+      if (is_signed) v.push_back(-x);
+    }
+  }
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// Times one AdamW 8-bit step of 16384 parameters (one thread, in cache)
+// with each path, alternately, and keeps the faster minimum.
+RequantPath measure_requant_path() {
+  const std::vector<float> sv = dynamic_like(true), uv = dynamic_like(false);
+  const BlockCodebook m_map(sv.data(), int(sv.size()));
+  const BlockCodebook v_map(uv.data(), int(uv.size()));
+  if (!m_map.affine() || !v_map.affine()) return RequantPath::table;
+  constexpr int64_t kN = 16384, kBlock = 256, kReps = 7;
+  static_assert(kN < kBlockwiseParallelMin, "timed on one thread");
+  std::vector<float> p(kN), g(kN), am1(kN / kBlock, 0.0f), am2 = am1;
+  uint32_t r = 12345;
+  for (int64_t i = 0; i < kN; ++i) {
+    r = r * 1664525u + 1013904223u;
+    g[i] = float(int32_t(r)) * 1e-12f;
+    p[i] = float(int32_t(r ^ 0x5bd1e995u)) * 1e-10f;
+  }
+  std::vector<uint8_t> c1(kN, uint8_t(m_map.nearest(0.0f)));
+  std::vector<uint8_t> c2(kN, uint8_t(v_map.nearest(0.0f)));
+  BlockwiseArgs a;
+  a.n = kN, a.block_size = kBlock, a.bits = 8;
+  a.p = p.data(), a.g = g.data();
+  a.s1 = {c1.data(), am1.data(), &m_map};
+  a.s2 = {c2.data(), am2.data(), &v_map};
+  BlockwiseHyper h;
+  double best[2] = {1e30, 1e30};
+  for (int rep = 0; rep < kReps; ++rep) {
+    for (int k = 0; k < 2; ++k) {
+      g_requant_path.store(path_code(k == 0 ? RequantPath::affine
+                                            : RequantPath::table));
+      const auto t0 = std::chrono::steady_clock::now();
+      blockwise_step(BlockwiseRule::adam, h, a);
+      const std::chrono::duration<double> dt =
+          std::chrono::steady_clock::now() - t0;
+      best[k] = std::min(best[k], dt.count());
+      ++h.step;
+    }
+  }
+  return best[0] <= best[1] ? RequantPath::affine : RequantPath::table;
+}
+#endif
+
+int resolve_requant_path() {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  if (const int p = g_requant_path.load(); p != 0) return p;
+  RequantPath path = RequantPath::table;
+#ifdef KBIT_BLOCKWISE_AVX512
+  const char* env = std::getenv("KBIT_REQUANT");
+  const std::string want = env ? env : "";
+  if (want == "affine") {
+    path = RequantPath::affine;
+  } else if (want != "table") {
+    path = measure_requant_path();  // KBIT_REQUANT unset or automatic
+  }
+#endif
+  g_requant_path.store(path_code(path));
+  return path_code(path);
+}
+
+bool affine_on() {
+  int p = g_requant_path.load(std::memory_order_relaxed);
+  if (p == 0) p = resolve_requant_path();
+  return p == path_code(RequantPath::affine);
+}
+
+}  // namespace
+
+void set_requant_path(RequantPath path) {
+#ifndef KBIT_BLOCKWISE_AVX512
+  if (path == RequantPath::affine) path = RequantPath::table;
+#endif
+  g_requant_path.store(path_code(path));
+}
+
+RequantPath requant_path() {
+  return affine_on() ? RequantPath::affine : RequantPath::table;
+}
+
+const char* requant_path_name(RequantPath path) {
+  switch (path) {
+    case RequantPath::automatic:
+      return "automatic";
+    case RequantPath::affine:
+      return "affine";
+    case RequantPath::table:
+      return "table";
+  }
+  return "?";
+}
+
 // ---- codebook and nearest-code search ----
 
 BlockCodebook::BlockCodebook(const float* values, int size) {
@@ -1467,7 +1598,7 @@ void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
     const BlockCodebook::Table t = cb.table();
     const Simd::F one(1.0f);
 #ifdef KBIT_BLOCKWISE_AVX512
-    if (const AffineCodes* aff = cb.affine()) {
+    if (const AffineCodes* aff = cb.affine(); aff && affine_on()) {
       if (!aff->mirror) {
         i = code_indices_affine<false, false>(*aff, t, x, n, idx);
       } else if (aff->flag_splits) {

@@ -168,6 +168,20 @@ class BlockCodebook {
 void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
                   uint8_t* idx);
 
+// Which requantization the AVX-512 kernels use for codebooks with an affine
+// map: the gather-free map, or the table's gathers (pipelined with the
+// update). Both give the same codes; which is faster depends on the CPU (a
+// 16-lane gather: ~20 cycles on Zen 4, ~8 on a Xeon). automatic (the
+// default) times one small AdamW step both ways on first use and keeps the
+// faster; the environment variable KBIT_REQUANT=affine or =table fixes it.
+// Builds without AVX-512 always use the table.
+enum class RequantPath { automatic, affine, table };
+// For tests and benchmarks; not while another thread runs a step.
+void set_requant_path(RequantPath path);
+// The path in use (affine or table), resolving automatic.
+RequantPath requant_path();
+const char* requant_path_name(RequantPath path);
+
 struct BlockwiseHyper {
   float lr = 1e-3f;
   float beta1 = 0.9f;  // momentum / Adam b1 / RMSprop alpha / Lion b1

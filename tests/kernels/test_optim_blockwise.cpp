@@ -157,79 +157,100 @@ void check_same(const Problem& fast, const Problem& slow) {
   }
 }
 
+// Runs f() under each requantization path, the table's gathers and (on
+// AVX-512 builds) the affine map, then restores the automatic choice: both
+// must give the reference's codes.
+template <class F>
+void each_path(F f) {
+  struct Restore {
+    ~Restore() { cpu::set_requant_path(cpu::RequantPath::automatic); }
+  } restore;
+  for (cpu::RequantPath path :
+       {cpu::RequantPath::table, cpu::RequantPath::affine}) {
+    cpu::set_requant_path(path);
+    const std::string used = cpu::requant_path_name(cpu::requant_path());
+    CAPTURE(used);
+    f();
+  }
+}
+
 }  // namespace
 
 TEST_CASE("kernels: optim_blockwise nearest code equals the argmin") {
-  std::mt19937 rng(7);
-  std::vector<float> random_cb(256);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (float& v : random_cb) v = u(rng);
-  std::sort(random_cb.begin(), random_cb.end());
-  const std::vector<float> repeated = {-1, -0.5f, 0, 0, 0.25f, 1};
-  const cpu::BlockCodebook rnd(random_cb.data(), 256);
-  const cpu::BlockCodebook rep(repeated.data(), int(repeated.size()));
-  const std::vector<const cpu::BlockCodebook*> cbs = {
-      &maps().dyn8, &maps().udyn8, &maps().dyn4, &maps().lin4, &rnd, &rep};
-  CHECK(maps().dyn8.fast());
-  CHECK(maps().udyn8.fast());
-  CHECK(maps().dyn4.fast());
-  CHECK(maps().lin4.fast());
-  CHECK_FALSE(rep.fast());  // zero twice: the binary-search path
-  // The same nearest codes as quant/'s search (one tie rule).
-  for (const char* name : {"dynamic", "udynamic", "dynamic4", "ulinear_nz"}) {
-    const quant::Codebook q = quant::make_codebook(name);
-    const cpu::BlockCodebook b(q.codes().data(), q.size());
-    int differ = 0;
-    for (int i = 0; i + 1 < q.size(); ++i) {
-      const float m = b.mid_up()[i];
-      for (float x : {m, std::nextafter(m, -INFINITY), -m, q.code(i)}) {
-        differ += b.nearest(x) != q.nearest(x);
-      }
-    }
-    CHECK_MESSAGE(differ == 0, name);
-  }
-
-  for (const cpu::BlockCodebook* cb : cbs) {
-    // Codes, midpoints and their float neighbours, special values, random.
-    // Magnitudes stop at 1e6: farther out, codes closer together than the
-    // f64 spacing there tie in the reference's distances.
-    std::vector<float> xs = {0.0f,   -0.0f,   1.0f,   -1.0f,   1.5f,   -1.5f,
-                             1e-30f, -1e-30f, 1e-38f, -1e-38f, 3e-7f,  -3e-7f,
-                             3.0f,   -7.5f,   1e6f,   -1e6f,   1e-45f, -1e-45f};
-    for (int i = 0; i < cb->size(); ++i) xs.push_back(cb->values()[i]);
-    for (int i = 0; i + 1 < cb->size(); ++i) {
-      const float m = cb->mid_up()[i];
-      xs.push_back(m);
-      xs.push_back(std::nextafter(m, INFINITY));
-      xs.push_back(std::nextafter(m, -INFINITY));
-      xs.push_back(std::nextafter(std::nextafter(m, INFINITY), INFINITY));
-    }
-    std::uniform_real_distribution<float> e(-30.0f, 0.1f);
-    for (int i = 0; i < 20000; ++i) {
-      xs.push_back(u(rng));
-      xs.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, e(rng) / 4.0f));
-    }
-    while (xs.size() % 8 != 3) xs.push_back(u(rng));  // a scalar tail too
-    std::vector<uint8_t> fast(xs.size());
-    cpu::code_indices(*cb, xs.data(), int64_t(xs.size()), fast.data());
-    int bad = 0, fixed = 0;
-    for (size_t i = 0; i < xs.size(); ++i) {
-      const int near = ref::nearest_code(cb->values(), cb->size(), xs[i]);
-      const int want = ref::sign_fix(cb->values(), cb->size(), xs[i], near);
-      fixed += want != near;
-      if (fast[i] != want || cb->quantize_index(xs[i]) != want ||
-          cb->nearest(xs[i]) != near) {
-        if (++bad <= 5) {
-          MESSAGE("x=", xs[i], " want ", near, "/", want, " got ",
-                  cb->nearest(xs[i]), "/", int(fast[i]), "/",
-                  cb->quantize_index(xs[i]), " (codebook of ", cb->size(), ")");
+  each_path([&] {
+    std::mt19937 rng(7);
+    std::vector<float> random_cb(256);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (float& v : random_cb) v = u(rng);
+    std::sort(random_cb.begin(), random_cb.end());
+    const std::vector<float> repeated = {-1, -0.5f, 0, 0, 0.25f, 1};
+    const cpu::BlockCodebook rnd(random_cb.data(), 256);
+    const cpu::BlockCodebook rep(repeated.data(), int(repeated.size()));
+    const std::vector<const cpu::BlockCodebook*> cbs = {
+        &maps().dyn8, &maps().udyn8, &maps().dyn4, &maps().lin4, &rnd, &rep};
+    CHECK(maps().dyn8.fast());
+    CHECK(maps().udyn8.fast());
+    CHECK(maps().dyn4.fast());
+    CHECK(maps().lin4.fast());
+    CHECK_FALSE(rep.fast());  // zero twice: the binary-search path
+    // The same nearest codes as quant/'s search (one tie rule).
+    for (const char* name : {"dynamic", "udynamic", "dynamic4", "ulinear_nz"}) {
+      const quant::Codebook q = quant::make_codebook(name);
+      const cpu::BlockCodebook b(q.codes().data(), q.size());
+      int differ = 0;
+      for (int i = 0; i + 1 < q.size(); ++i) {
+        const float m = b.mid_up()[i];
+        for (float x : {m, std::nextafter(m, -INFINITY), -m, q.code(i)}) {
+          differ += b.nearest(x) != q.nearest(x);
         }
       }
+      CHECK_MESSAGE(differ == 0, name);
     }
-    CHECK(bad == 0);
-    // Signed maps with a zero code: the fix moved the small negatives.
-    if (cb->has_sign_fix()) CHECK(fixed > 0);
-  }
+
+    for (const cpu::BlockCodebook* cb : cbs) {
+      // Codes, midpoints and their float neighbours, special values, random.
+      // Magnitudes stop at 1e6: farther out, codes closer together than the
+      // f64 spacing there tie in the reference's distances.
+      std::vector<float> xs = {0.0f,  -0.0f,  1.0f,    -1.0f,  1.5f,
+                               -1.5f, 1e-30f, -1e-30f, 1e-38f, -1e-38f,
+                               3e-7f, -3e-7f, 3.0f,    -7.5f,  1e6f,
+                               -1e6f, 1e-45f, -1e-45f};
+      for (int i = 0; i < cb->size(); ++i) xs.push_back(cb->values()[i]);
+      for (int i = 0; i + 1 < cb->size(); ++i) {
+        const float m = cb->mid_up()[i];
+        xs.push_back(m);
+        xs.push_back(std::nextafter(m, INFINITY));
+        xs.push_back(std::nextafter(m, -INFINITY));
+        xs.push_back(std::nextafter(std::nextafter(m, INFINITY), INFINITY));
+      }
+      std::uniform_real_distribution<float> e(-30.0f, 0.1f);
+      for (int i = 0; i < 20000; ++i) {
+        xs.push_back(u(rng));
+        xs.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, e(rng) / 4.0f));
+      }
+      while (xs.size() % 8 != 3) xs.push_back(u(rng));  // a scalar tail too
+      std::vector<uint8_t> fast(xs.size());
+      cpu::code_indices(*cb, xs.data(), int64_t(xs.size()), fast.data());
+      int bad = 0, fixed = 0;
+      for (size_t i = 0; i < xs.size(); ++i) {
+        const int near = ref::nearest_code(cb->values(), cb->size(), xs[i]);
+        const int want = ref::sign_fix(cb->values(), cb->size(), xs[i], near);
+        fixed += want != near;
+        if (fast[i] != want || cb->quantize_index(xs[i]) != want ||
+            cb->nearest(xs[i]) != near) {
+          if (++bad <= 5) {
+            MESSAGE("x=", xs[i], " want ", near, "/", want, " got ",
+                    cb->nearest(xs[i]), "/", int(fast[i]), "/",
+                    cb->quantize_index(xs[i]), " (codebook of ", cb->size(),
+                    ")");
+          }
+        }
+      }
+      CHECK(bad == 0);
+      // Signed maps with a zero code: the fix moved the small negatives.
+      if (cb->has_sign_fix()) CHECK(fixed > 0);
+    }
+  });
 }
 
 // The exact code of x for a codebook: argmin, then the sign fix.
@@ -317,89 +338,95 @@ TEST_CASE(
 }
 
 TEST_CASE("kernels: optim_blockwise states on midpoints take the exact path") {
-  // Step 1 of momentum (mu = 0, wd = 0) stores s = g, and of Adagrad
-  // s = g * g; a block whose absmax is 1 then requantizes x = s itself.
-  // With s on the midpoints of the state's map and their float neighbours
-  // (both signs for the signed map), the affine path flags most vectors
-  // and the table decides them: the step must still equal the reference.
-  for (BlockwiseRule rule : {BlockwiseRule::momentum, BlockwiseRule::adagrad}) {
-    for (int bits : {8, 4}) {
-      CAPTURE(cpu::blockwise_rule_name(rule));
-      CAPTURE(bits);
-      const int64_t block = bits == 8 ? 256 : 128, n = 8 * block;
-      Problem fast(rule, n, block, bits);
-      const cpu::BlockCodebook& cb = *fast.s1.cb;
-      const bool square = rule == BlockwiseRule::adagrad;
-      std::vector<float> xs;  // wanted states
-      for (int i = 0; i + 1 < cb.size(); ++i) {
-        float m = std::nextafter(cb.mid_up()[i], -INFINITY);
-        for (int k = 0; k < 3; ++k, m = std::nextafter(m, INFINITY)) {
-          if (m <= 0.0f && square) continue;
-          xs.push_back(m);
+  each_path([&] {
+    // Step 1 of momentum (mu = 0, wd = 0) stores s = g, and of Adagrad
+    // s = g * g; a block whose absmax is 1 then requantizes x = s itself.
+    // With s on the midpoints of the state's map and their float neighbours
+    // (both signs for the signed map), the affine path flags most vectors
+    // and the table decides them: the step must still equal the reference.
+    for (BlockwiseRule rule :
+         {BlockwiseRule::momentum, BlockwiseRule::adagrad}) {
+      for (int bits : {8, 4}) {
+        CAPTURE(cpu::blockwise_rule_name(rule));
+        CAPTURE(bits);
+        const int64_t block = bits == 8 ? 256 : 128, n = 8 * block;
+        Problem fast(rule, n, block, bits);
+        const cpu::BlockCodebook& cb = *fast.s1.cb;
+        const bool square = rule == BlockwiseRule::adagrad;
+        std::vector<float> xs;  // wanted states
+        for (int i = 0; i + 1 < cb.size(); ++i) {
+          float m = std::nextafter(cb.mid_up()[i], -INFINITY);
+          for (int k = 0; k < 3; ++k, m = std::nextafter(m, INFINITY)) {
+            if (m <= 0.0f && square) continue;
+            xs.push_back(m);
+          }
         }
-      }
-      int flagged = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        float x = i % block == 0 ? 1.0f : xs[size_t(i) % xs.size()];
-        if (!square && i % 3 == 1) x = -x;
-        fast.g[size_t(i)] = square ? std::sqrt(x) : x;
-        const float s = square ? fast.g[size_t(i)] * fast.g[size_t(i)] : x;
-        flagged += cpu::affine_code(*cb.affine(), s) < 0;
-      }
-      CHECK(flagged > int(n / 8));  // the exact path really is taken
-      Problem slow = fast;
-      cpu::BlockwiseHyper h = hyper_for(rule);
-      h.weight_decay = 0.0f;
-      h.step = 1;
-      cpu::blockwise_step(rule, h, fast.args());
-      ref::blockwise_step(rule, h, slow.args());
-      check_same(fast, slow);
-    }
-  }
-}
-
-TEST_CASE("kernels: optim_blockwise fused step equals the reference") {
-  // (n, block_size, bits): odd sizes, a partial last block, every block size
-  // class; 4-bit uses block 128 as the optimizer does, plus an odd n.
-  struct Shape {
-    int64_t n, block;
-    int bits;
-  };
-  const std::vector<Shape> shapes = {
-      {1, 32, 8},      {37, 32, 8},     {1000, 256, 8},
-      {5000, 4096, 8}, {33001, 256, 8}, {4099, 64, 8},
-      {1001, 128, 4},  {33003, 128, 4}, {300, 32, 4}};
-  std::mt19937 rng(11);
-  for (BlockwiseRule rule : kRules) {
-    for (const Shape& sh : shapes) {
-      CAPTURE(cpu::blockwise_rule_name(rule));
-      CAPTURE(sh.n);
-      CAPTURE(sh.block);
-      CAPTURE(sh.bits);
-      Problem fast(rule, sh.n, sh.block, sh.bits);
-      fill_normal(fast.p, 0.1f, rng);
-      Problem slow = fast;
-      cpu::BlockwiseHyper h = hyper_for(rule);
-      h.decoupled = sh.n % 2 == 0;  // Adam's L2 form on the odd sizes
-      for (int t = 1; t <= 3; ++t) {
-        h.step = t;
-        fill_normal(fast.g, 0.01f, rng);
-        slow.g = fast.g;
-        if (is_trust(rule)) {
-          cpu::BlockwiseNorms want;
-          ref::blockwise_step(rule, h, slow.args(), &want);
-          const cpu::BlockwiseNorms got =
-              cpu::blockwise_norms(rule, h, fast.args());
-          CHECK(got.update_sq == doctest::Approx(want.update_sq).epsilon(1e-5));
-          CHECK(got.param_sq == doctest::Approx(want.param_sq).epsilon(1e-5));
-          h.update_scale = trust_ratio(want);  // the same scale for both
+        int flagged = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          float x = i % block == 0 ? 1.0f : xs[size_t(i) % xs.size()];
+          if (!square && i % 3 == 1) x = -x;
+          fast.g[size_t(i)] = square ? std::sqrt(x) : x;
+          const float s = square ? fast.g[size_t(i)] * fast.g[size_t(i)] : x;
+          flagged += cpu::affine_code(*cb.affine(), s) < 0;
         }
+        CHECK(flagged > int(n / 8));  // the exact path really is taken
+        Problem slow = fast;
+        cpu::BlockwiseHyper h = hyper_for(rule);
+        h.weight_decay = 0.0f;
+        h.step = 1;
         cpu::blockwise_step(rule, h, fast.args());
         ref::blockwise_step(rule, h, slow.args());
         check_same(fast, slow);
       }
     }
-  }
+  });
+}
+
+TEST_CASE("kernels: optim_blockwise fused step equals the reference") {
+  each_path([&] {
+    // (n, block_size, bits): odd sizes, a partial last block, every block size
+    // class; 4-bit uses block 128 as the optimizer does, plus an odd n.
+    struct Shape {
+      int64_t n, block;
+      int bits;
+    };
+    const std::vector<Shape> shapes = {
+        {1, 32, 8},      {37, 32, 8},     {1000, 256, 8},
+        {5000, 4096, 8}, {33001, 256, 8}, {4099, 64, 8},
+        {1001, 128, 4},  {33003, 128, 4}, {300, 32, 4}};
+    std::mt19937 rng(11);
+    for (BlockwiseRule rule : kRules) {
+      for (const Shape& sh : shapes) {
+        CAPTURE(cpu::blockwise_rule_name(rule));
+        CAPTURE(sh.n);
+        CAPTURE(sh.block);
+        CAPTURE(sh.bits);
+        Problem fast(rule, sh.n, sh.block, sh.bits);
+        fill_normal(fast.p, 0.1f, rng);
+        Problem slow = fast;
+        cpu::BlockwiseHyper h = hyper_for(rule);
+        h.decoupled = sh.n % 2 == 0;  // Adam's L2 form on the odd sizes
+        for (int t = 1; t <= 3; ++t) {
+          h.step = t;
+          fill_normal(fast.g, 0.01f, rng);
+          slow.g = fast.g;
+          if (is_trust(rule)) {
+            cpu::BlockwiseNorms want;
+            ref::blockwise_step(rule, h, slow.args(), &want);
+            const cpu::BlockwiseNorms got =
+                cpu::blockwise_norms(rule, h, fast.args());
+            CHECK(got.update_sq ==
+                  doctest::Approx(want.update_sq).epsilon(1e-5));
+            CHECK(got.param_sq == doctest::Approx(want.param_sq).epsilon(1e-5));
+            h.update_scale = trust_ratio(want);  // the same scale for both
+          }
+          cpu::blockwise_step(rule, h, fast.args());
+          ref::blockwise_step(rule, h, slow.args());
+          check_same(fast, slow);
+        }
+      }
+    }
+  });
 }
 
 // A codebook like cb whose top value is there three times: two equal
@@ -416,79 +443,81 @@ cpu::BlockCodebook without_table(const cpu::BlockCodebook& cb) {
 TEST_CASE(
     "kernels: optim_blockwise step equals the reference with and without "
     "coupled decay, signed zeros and other codebook signs") {
-  // The kernel is compiled per (coupled decay on/off) and per codebook sign
-  // (the optimizer's, or read at run time); each form must match the
-  // reference, and so must codebooks without a bucket table. Gradients
-  // hold exact +0 and -0 (with wd = 0, g' = g keeps -0), parameters exact
-  // 0. The sizes cover the pipelined blocks on one thread and on all, a
-  // partial last block and 4-bit.
-  const cpu::BlockCodebook slow8[2] = {without_table(maps().dyn8),
-                                       without_table(maps().udyn8)};
-  const cpu::BlockCodebook slow4[2] = {without_table(maps().dyn4),
-                                       without_table(maps().lin4)};
-  enum Maps { kOptimizers, kSwapped, kNoTable };
-  struct Shape {
-    int64_t n, block;
-    int bits;
-  };
-  const std::vector<Shape> shapes = {
-      {4099, 256, 8}, {40000, 256, 8}, {5000, 1024, 8}, {1001, 128, 4}};
-  std::mt19937 rng(23);
-  for (BlockwiseRule rule : kRules) {
-    for (const Shape& sh : shapes) {
-      for (float wd : {0.0f, 1e-3f}) {
-        for (Maps kind : {kOptimizers, kSwapped, kNoTable}) {
-          CAPTURE(cpu::blockwise_rule_name(rule));
-          CAPTURE(sh.n);
-          CAPTURE(sh.bits);
-          CAPTURE(wd);
-          CAPTURE(int(kind));
-          Problem fast(rule, sh.n, sh.block, sh.bits);
-          if (kind != kOptimizers) {
-            for (int k = 1; k <= 2; ++k) {
-              QBuf& q = k == 1 ? fast.s1 : fast.s2;
-              const bool was_signed = q.cb->values()[0] < 0.0f;
-              if (kind == kSwapped) {  // signed where the optimizer has
-                                       // unsigned, and back
-                q.cb = sh.bits == 8
-                           ? (was_signed ? &maps().udyn8 : &maps().dyn8)
-                           : (was_signed ? &maps().lin4 : &maps().dyn4);
-              } else {
-                q.cb = sh.bits == 8 ? &slow8[was_signed ? 0 : 1]
-                                    : &slow4[was_signed ? 0 : 1];
+  each_path([&] {
+    // The kernel is compiled per (coupled decay on/off) and per codebook sign
+    // (the optimizer's, or read at run time); each form must match the
+    // reference, and so must codebooks without a bucket table. Gradients
+    // hold exact +0 and -0 (with wd = 0, g' = g keeps -0), parameters exact
+    // 0. The sizes cover the pipelined blocks on one thread and on all, a
+    // partial last block and 4-bit.
+    const cpu::BlockCodebook slow8[2] = {without_table(maps().dyn8),
+                                         without_table(maps().udyn8)};
+    const cpu::BlockCodebook slow4[2] = {without_table(maps().dyn4),
+                                         without_table(maps().lin4)};
+    enum Maps { kOptimizers, kSwapped, kNoTable };
+    struct Shape {
+      int64_t n, block;
+      int bits;
+    };
+    const std::vector<Shape> shapes = {
+        {4099, 256, 8}, {40000, 256, 8}, {5000, 1024, 8}, {1001, 128, 4}};
+    std::mt19937 rng(23);
+    for (BlockwiseRule rule : kRules) {
+      for (const Shape& sh : shapes) {
+        for (float wd : {0.0f, 1e-3f}) {
+          for (Maps kind : {kOptimizers, kSwapped, kNoTable}) {
+            CAPTURE(cpu::blockwise_rule_name(rule));
+            CAPTURE(sh.n);
+            CAPTURE(sh.bits);
+            CAPTURE(wd);
+            CAPTURE(int(kind));
+            Problem fast(rule, sh.n, sh.block, sh.bits);
+            if (kind != kOptimizers) {
+              for (int k = 1; k <= 2; ++k) {
+                QBuf& q = k == 1 ? fast.s1 : fast.s2;
+                const bool was_signed = q.cb->values()[0] < 0.0f;
+                if (kind == kSwapped) {  // signed where the optimizer has
+                                         // unsigned, and back
+                  q.cb = sh.bits == 8
+                             ? (was_signed ? &maps().udyn8 : &maps().dyn8)
+                             : (was_signed ? &maps().lin4 : &maps().dyn4);
+                } else {
+                  q.cb = sh.bits == 8 ? &slow8[was_signed ? 0 : 1]
+                                      : &slow4[was_signed ? 0 : 1];
+                }
+                const int z = q.cb->nearest(0.0f);
+                for (int64_t i = 0; i < sh.n; ++i) {
+                  ref::set_code(q.codes.data(), sh.bits, i, z);
+                }
               }
-              const int z = q.cb->nearest(0.0f);
-              for (int64_t i = 0; i < sh.n; ++i) {
-                ref::set_code(q.codes.data(), sh.bits, i, z);
+            }
+            fill_normal(fast.p, 0.1f, rng);
+            for (int64_t i = 0; i < sh.n; i += 97) fast.p[i] = 0.0f;
+            Problem slow = fast;
+            cpu::BlockwiseHyper h = hyper_for(rule);
+            h.weight_decay = wd;
+            h.decoupled = false;  // Adam's L2 form: wd reaches g'
+            for (int t = 1; t <= 3; ++t) {
+              h.step = t;
+              fill_normal(fast.g, 0.01f, rng);
+              for (int64_t i = 0; i < sh.n; i += 13) {
+                fast.g[i] = i % 26 ? -0.0f : 0.0f;
               }
+              slow.g = fast.g;
+              if (is_trust(rule)) {
+                cpu::BlockwiseNorms want;
+                ref::blockwise_step(rule, h, slow.args(), &want);
+                h.update_scale = trust_ratio(want);
+              }
+              cpu::blockwise_step(rule, h, fast.args());
+              ref::blockwise_step(rule, h, slow.args());
+              check_same(fast, slow);
             }
-          }
-          fill_normal(fast.p, 0.1f, rng);
-          for (int64_t i = 0; i < sh.n; i += 97) fast.p[i] = 0.0f;
-          Problem slow = fast;
-          cpu::BlockwiseHyper h = hyper_for(rule);
-          h.weight_decay = wd;
-          h.decoupled = false;  // Adam's L2 form: wd reaches g'
-          for (int t = 1; t <= 3; ++t) {
-            h.step = t;
-            fill_normal(fast.g, 0.01f, rng);
-            for (int64_t i = 0; i < sh.n; i += 13) {
-              fast.g[i] = i % 26 ? -0.0f : 0.0f;
-            }
-            slow.g = fast.g;
-            if (is_trust(rule)) {
-              cpu::BlockwiseNorms want;
-              ref::blockwise_step(rule, h, slow.args(), &want);
-              h.update_scale = trust_ratio(want);
-            }
-            cpu::blockwise_step(rule, h, fast.args());
-            ref::blockwise_step(rule, h, slow.args());
-            check_same(fast, slow);
           }
         }
       }
     }
-  }
+  });
 }
 
 namespace {
@@ -665,25 +694,27 @@ TEST_CASE("kernels: optim_blockwise 8-bit and 4-bit track the f64 step") {
 }
 
 TEST_CASE("kernels: optim_blockwise subnormal block absmax stays finite") {
-  // g ~ 3e-21: RMSprop's (1 - b1) g^2 ~ 1e-42 is subnormal, so the block
-  // absmax is below FLT_MIN and 1 / absmax would overflow; the step must
-  // match the reference and leave p finite.
-  Problem fast(BlockwiseRule::rmsprop, 1000, 256, 8);
-  std::mt19937 rng(3);
-  fill_normal(fast.p, 0.1f, rng);
-  fill_normal(fast.g, 3e-21f, rng);
-  Problem slow = fast;
-  cpu::BlockwiseHyper h = hyper_for(BlockwiseRule::rmsprop);
-  for (int t = 1; t <= 2; ++t) {
-    h.step = t;
-    cpu::blockwise_step(BlockwiseRule::rmsprop, h, fast.args());
-    ref::blockwise_step(BlockwiseRule::rmsprop, h, slow.args());
-  }
-  CHECK(fast.s1.absmax[0] > 0.0f);
-  CHECK(fast.s1.absmax[0] < FLT_MIN);
-  CHECK(fast.p == slow.p);
-  CHECK(fast.s1.codes == slow.s1.codes);
-  bool finite = true;
-  for (float x : fast.p) finite = finite && std::isfinite(x);
-  CHECK(finite);
+  each_path([&] {
+    // g ~ 3e-21: RMSprop's (1 - b1) g^2 ~ 1e-42 is subnormal, so the block
+    // absmax is below FLT_MIN and 1 / absmax would overflow; the step must
+    // match the reference and leave p finite.
+    Problem fast(BlockwiseRule::rmsprop, 1000, 256, 8);
+    std::mt19937 rng(3);
+    fill_normal(fast.p, 0.1f, rng);
+    fill_normal(fast.g, 3e-21f, rng);
+    Problem slow = fast;
+    cpu::BlockwiseHyper h = hyper_for(BlockwiseRule::rmsprop);
+    for (int t = 1; t <= 2; ++t) {
+      h.step = t;
+      cpu::blockwise_step(BlockwiseRule::rmsprop, h, fast.args());
+      ref::blockwise_step(BlockwiseRule::rmsprop, h, slow.args());
+    }
+    CHECK(fast.s1.absmax[0] > 0.0f);
+    CHECK(fast.s1.absmax[0] < FLT_MIN);
+    CHECK(fast.p == slow.p);
+    CHECK(fast.s1.codes == slow.s1.codes);
+    bool finite = true;
+    for (float x : fast.p) finite = finite && std::isfinite(x);
+    CHECK(finite);
+  });
 }
