@@ -84,22 +84,23 @@ class Builder {
     steps_.erase(std::unique(steps_.begin(), steps_.end()), steps_.end());
   }
 
-  // Fits the 32 pieces binade by binade; false when one does not prove.
+  // Fits the pieces segment by segment; false when one does not prove.
   bool build() {
     if (!ends_ok()) return false;
     float start = bits_to_float(kAffineLoBits);
-    for (int b = 0; b < kAffinePieces; ++b) {
-      const float top = binade_top(b);
+    for (int b = 1; b < kAffinePieces; ++b) {
+      const float top = segment_top(b);
       if (fit(b, start, top)) {
         start = std::nextafter(top, INFINITY);
         continue;
       }
-      // Split binade b at a step: its lower part ends piece b, its upper
-      // part starts piece b + 1. The highest split that proves.
+      // Split segment b at a step: its lower part ends piece b, its upper
+      // part starts piece b + 1 (piece 0 above the top segment). The
+      // highest split that proves.
       bool split = false;
       for (auto it = steps_.rbegin(); it != steps_.rend() && !split; ++it) {
         const float s = *it;
-        if (b == kAffinePieces - 1 || s <= start || s > top) continue;
+        if (s <= start || s > top) continue;
         t_.split[b] = s;
         split = fit(b, start, std::nextafter(s, 0.0f));
         if (split) start = s;
@@ -108,6 +109,7 @@ class Builder {
         t_.split[b] = INFINITY;
         return false;
       }
+      if (b == kAffinePieces - 1) return fit(0, start, top);
     }
     return true;
   }
@@ -115,16 +117,17 @@ class Builder {
   const AffineCodes& table() const { return t_; }
 
  private:
-  // The largest float of binade b (2^(b - 31) .. 2^(b - 30)); of the
-  // clamped range for the top one.
-  static float binade_top(int b) {
+  // The largest float of segment b (1..15); of the clamped range for the
+  // top one.
+  static float segment_top(int b) {
     if (b == kAffinePieces - 1) return bits_to_float(kAffineHiBits);
-    return bits_to_float(((uint32_t(b) + 97u) << 23) - 1u);
+    return bits_to_float(kAffineLoBits + (uint32_t(b) << kAffineSegmentShift) -
+                         1u);
   }
 
-  // The clamp to [2^-31, 2) changes no code: no midpoint has a magnitude
-  // at or below 2^-31, or at or above the float below 2. Unsigned maps
-  // give every negative x the code of 2^-31, which must be its code, 0.
+  // The clamp to [2^-29, 2) changes no code: no midpoint has a magnitude
+  // at or below 2^-29, or at or above the float below 2. Unsigned maps
+  // give every negative x the code of 2^-29, which must be its code, 0.
   bool ends_ok() const {
     const float lo = bits_to_float(kAffineLoBits);
     const float hi = bits_to_float(kAffineHiBits);
@@ -189,7 +192,7 @@ class Builder {
       const float a1 =
           i + 1 < cuts.size() ? std::nextafter(cuts[i + 1], 0.0f) : hi;
       // A split point itself may be flagged (see the header).
-      if (t_.flag_splits && a0 == t_.split[affine_binade(a0)]) {
+      if (t_.flag_splits && a0 == t_.split[affine_segment(a0)]) {
         a0 = std::nextafter(a0, INFINITY);
         if (a0 > a1) continue;
       }

@@ -9,11 +9,13 @@
 // udynamic, their k-bit forms, linear maps) have midpoints that lie on a
 // few straight lines, which four in-register permutes can evaluate.
 //
-// The map, for a = |x| with its bits clamped to [2^-31, 2 - 2^-23] (so
+// The map, for a = |x| with its bits clamped to [2^-29, 2 - 2^-23] (so
 // NaN and Inf take the top of the range, as the bucket table does):
-//   e  = binade of a, 0..31 (the low five exponent bits, 2^-31 .. 2^0)
-//   j  = e + (a >= split[e])          the piece: binade e below its split
-//                                     point, or binade e + 1's line above
+//   e  = segment of a, 1..15: two binades each, 2^(2e - 31) .. 2^(2e - 29)
+//        (bits 24..27 of a), so a table is one register (vpermps)
+//   j  = (e + (a >= split[e])) % 16   the piece: segment e below its split
+//                                     point, or segment e + 1's line above
+//                                     (0: above the top segment's split)
 //   c32 = (int32) min(fma(a, slope[j], offset[j]), clamp[j])
 // c32 is a fixed-point code: code = c32 >> 16, and the line of a piece
 // crosses k * 65536 + delta exactly where the code steps to k. A lane whose
@@ -30,7 +32,7 @@
 // point is itself a float midpoint, +a steps up at a but -a only one float
 // later (the tie goes to the upper code), and no line crosses a split:
 // such maps (flag_splits) also flag a == split[e]. Unsigned codebooks give
-// a negative x the argument 2^-31, whose code is 0, as the table does.
+// a negative x the argument 2^-29, whose code is 0, as the table does.
 //
 // The optimizer's kernels skip the upper clamp: there x = state / absmax,
 // so |x| < 2 or x is not finite, and a non-finite x gives the top code of
@@ -38,7 +40,7 @@
 //
 // build_affine_codes fits the pieces and then proves the map: it walks
 // every interval on which the exact code is constant (both signs, all 32
-// binades and the clamped ends) and checks that every value the map can
+// segments and the clamped ends) and checks that every value the map can
 // produce there is either the exact code or flagged. The check evaluates
 // the same float operations as the kernels (affine_c32 below), so a
 // codebook either gets a map that is exact for every float, or none.
@@ -50,15 +52,16 @@
 
 namespace kbit::cpu {
 
-inline constexpr int kAffinePieces = 32;
-// |x| bits are clamped to [2^-31, the float below 2] before the map.
-inline constexpr uint32_t kAffineLoBits = 0x30000000u;
+inline constexpr int kAffinePieces = 16;
+inline constexpr int kAffineSegmentShift = 24;  // bits of a above a segment
+// |x| bits are clamped to [2^-29, the float below 2] before the map.
+inline constexpr uint32_t kAffineLoBits = 0x31000000u;
 inline constexpr uint32_t kAffineHiBits = 0x3FFFFFFFu;
 // The fixed-point scale: c32 = code * 65536 + fraction.
 inline constexpr int kAffineFracBits = 16;
 
 struct AffineCodes {
-  alignas(64) float split[kAffinePieces];   // split[31] = +inf
+  alignas(64) float split[kAffinePieces];   // split[0] unused
   alignas(64) float slope[kAffinePieces];   // >= 0, code units * 65536
   alignas(64) float offset[kAffinePieces];  // includes + delta
   alignas(64) float clamp[kAffinePieces];
@@ -75,17 +78,18 @@ inline float affine_arg(uint32_t ua) {
   ua = ua > kAffineHiBits ? kAffineHiBits : ua;
   return std::bit_cast<float>(ua);
 }
-// The binade of a clamped argument: its split point is t.split[this].
-inline uint32_t affine_binade(float a) {
-  return (std::bit_cast<uint32_t>(a) >> 23) & (kAffinePieces - 1);
+// The segment of a clamped argument: its split point is t.split[this].
+inline uint32_t affine_segment(float a) {
+  return (std::bit_cast<uint32_t>(a) >> kAffineSegmentShift) &
+         (kAffinePieces - 1);
 }
 
 // The fixed-point code of a = |x| (ua: its bits, sign clear), as the
 // vector kernels compute it.
 inline int32_t affine_c32(const AffineCodes& t, uint32_t ua) {
   const float a = affine_arg(ua);
-  const uint32_t e = affine_binade(a);
-  const uint32_t j = e + (a >= t.split[e] ? 1u : 0u);
+  const uint32_t e = affine_segment(a);
+  const uint32_t j = (e + (a >= t.split[e] ? 1u : 0u)) & (kAffinePieces - 1);
   const float v = __builtin_fmaf(a, t.slope[j], t.offset[j]);
   return int32_t(v < t.clamp[j] ? v : t.clamp[j]);
 }
@@ -96,7 +100,7 @@ inline int affine_code(const AffineCodes& t, float x) {
   const bool neg = (u >> 31) != 0;
   const uint32_t ua = t.mirror ? u & 0x7FFFFFFFu : neg ? 0u : u;
   const float a = affine_arg(ua);
-  if (t.flag_splits && a == t.split[affine_binade(a)]) return -1;
+  if (t.flag_splits && a == t.split[affine_segment(a)]) return -1;
   const int32_t c = affine_c32(t, ua);
   if ((uint32_t(c) & t.flag_mask) == 0) return -1;
   const int k = (c >> kAffineFracBits) & 0xFF;

@@ -12,7 +12,7 @@
 //
 // Requantization, two paths, both exact:
 // - AVX-512 with a proven affine map (affine_codes.h; the optimizers' maps
-//   all have one): four in-register permutes and an fma per 16 states, no
+//   all have one): four one-register permutes and an fma per 16 states, no
 //   gather; the rare vector with a state within a hair of a midpoint goes
 //   to the table. Each block is requantized right after its own update.
 // - Otherwise one gather per 16 states from a 65536-entry table indexed by
@@ -515,15 +515,14 @@ struct Simd {
 
   // One codebook's affine map in registers.
   struct AffineRegs {
-    __m512 split[2], slope[2], offset[2], clamp[2];
+    __m512 split, slope, offset, clamp;
     __m512i flag_mask, mirror_k, mirror_max;
     explicit AffineRegs(const AffineCodes& t) {
-      for (int h = 0; h < 2; ++h) {
-        split[h] = _mm512_loadu_ps(t.split + 16 * h);
-        slope[h] = _mm512_loadu_ps(t.slope + 16 * h);
-        offset[h] = _mm512_loadu_ps(t.offset + 16 * h);
-        clamp[h] = _mm512_loadu_ps(t.clamp + 16 * h);
-      }
+      static_assert(kAffinePieces == 16, "one register per table");
+      split = _mm512_loadu_ps(t.split);
+      slope = _mm512_loadu_ps(t.slope);
+      offset = _mm512_loadu_ps(t.offset);
+      clamp = _mm512_loadu_ps(t.clamp);
       flag_mask = _mm512_set1_epi32(int(t.flag_mask));
       mirror_k = _mm512_set1_epi8(char(t.mirror_k));
       mirror_max = _mm512_set1_epi8(char(t.mirror_max));
@@ -532,14 +531,14 @@ struct Simd {
 
   // The fixed-point codes of |x| (cpu::affine_c32, 16 lanes); flag gets
   // the lanes near a step and, with kSplitFlag, those on a split point.
-  // Unsigned maps (no kMirror) take a negative x as 2^-31 (a signed max).
+  // Unsigned maps (no kMirror) take a negative x as 2^-29 (a signed max).
   // kClampTop: the upper clamp, which the optimizer's |x| < 2 or NaN/Inf
   // does without (affine_codes.h).
   template <bool kMirror, bool kSplitFlag, bool kClampTop>
   static __m512i affine_c32(const AffineRegs& r, __m512 x, __mmask16& flag) {
     const __m512i lo = _mm512_set1_epi32(int(kAffineLoBits));
     __m512i ua = _mm512_castps_si512(x);
-    if constexpr (kMirror) {  // max(|x|, 2^-31), sign clear: one op
+    if constexpr (kMirror) {  // max(|x|, 2^-29), sign clear: one op
       ua = _mm512_castps_si512(
           _mm512_range_ps(x, _mm512_castsi512_ps(lo), 0x0B));
     } else {
@@ -549,16 +548,16 @@ struct Simd {
       ua = _mm512_min_epu32(ua, _mm512_set1_epi32(int(kAffineHiBits)));
     }
     const __m512 a = _mm512_castsi512_ps(ua);
-    __m512i j = _mm512_srli_epi32(ua, 23);  // the binade in bits 0..4
-    const __m512 split = _mm512_permutex2var_ps(r.split[0], j, r.split[1]);
+    // The segment in bits 0..3, all that vpermps reads (16 wraps to 0).
+    __m512i j = _mm512_srli_epi32(ua, kAffineSegmentShift);
+    const __m512 split = _mm512_permutexvar_ps(j, r.split);
     j = _mm512_mask_add_epi32(j, _mm512_cmp_ps_mask(a, split, _CMP_GE_OQ), j,
                               _mm512_set1_epi32(1));
     if constexpr (kSplitFlag) flag |= _mm512_cmp_ps_mask(a, split, _CMP_EQ_OQ);
-    const __m512 line =
-        _mm512_fmadd_ps(a, _mm512_permutex2var_ps(r.slope[0], j, r.slope[1]),
-                        _mm512_permutex2var_ps(r.offset[0], j, r.offset[1]));
+    const __m512 line = _mm512_fmadd_ps(a, _mm512_permutexvar_ps(j, r.slope),
+                                        _mm512_permutexvar_ps(j, r.offset));
     const __m512i c = _mm512_cvttps_epi32(
-        _mm512_min_ps(line, _mm512_permutex2var_ps(r.clamp[0], j, r.clamp[1])));
+        _mm512_min_ps(line, _mm512_permutexvar_ps(j, r.clamp)));
     flag |= _mm512_testn_epi32_mask(c, r.flag_mask);
     return c;
   }
@@ -1378,8 +1377,8 @@ RequantPath measure_requant_path() {
   double best[2] = {1e30, 1e30};
   for (int rep = 0; rep < kReps; ++rep) {
     for (int k = 0; k < 2; ++k) {
-      g_requant_path.store(path_code(k == 0 ? RequantPath::affine
-                                            : RequantPath::table));
+      g_requant_path.store(
+          path_code(k == 0 ? RequantPath::affine : RequantPath::table));
       const auto t0 = std::chrono::steady_clock::now();
       blockwise_step(BlockwiseRule::adam, h, a);
       const std::chrono::duration<double> dt =
