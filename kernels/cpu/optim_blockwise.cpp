@@ -14,7 +14,9 @@
 // - AVX-512 with a proven affine map (affine_codes.h; the optimizers' maps
 //   all have one): four one-register permutes and an fma per 16 states, no
 //   gather; the rare vector with a state within a hair of a midpoint goes
-//   to the table. Each block is requantized right after its own update.
+//   to the table. Each block is requantized right after its own update,
+//   and rules with a division update the parameter inside the first
+//   state's requantization loop (finish_two_phase).
 // - Otherwise one gather per 16 states from a 65536-entry table indexed by
 //   the top 16 bits of the float, an xor and an add (BlockCodebook::Table),
 //   and blocks are pipelined: the requantization of block k (its gathers)
@@ -25,7 +27,8 @@
 // per parameter, AdamW 8-bit: the median of OMP_NUM_THREADS=1 bench_optim
 // 65536 --reps 300 --warm; the 32-bit step for scale):
 //                                           8-bit   4-bit   32-bit
-//   Zen 4 (EPYC, 2.6 GHz TSC), affine map    2.14    2.62    0.87
+//   Zen 4 (EPYC, 2.6 GHz TSC), affine map    2.06    2.10    0.87
+//     the same, parameter in the update      2.18    2.14
 //   Zen 4, the gather pipeline               3.17    3.21
 //   Xeon with AVX512-VBMI, gather pipeline   2.04            (earlier)
 // On Zen 4 a 16-lane gather costs ~20 core cycles whatever its mask (on the
@@ -198,6 +201,10 @@ inline V8 vsign(V8 a) {
 // kSigned1/2: whether the optimizer gives a state a codebook with negative
 // codes (the requantization is compiled for that case; see run_step).
 // kL2: the coupled decay g' = fma(wd, p, g) is on (wd != 0); off, g' = g.
+// Two-phase rules (kTwoPhase: the ones with a division) split step into
+// states(p, g, s1, s2), the new states, and param(p, g, s1, s2), the new
+// p from them; step is the two in a row, so both forms give the same bits
+// (see Driver::finish_two_phase for why the split pays).
 
 template <bool kL2, class V>
 inline V coupled(const BlockwiseScalars& k, V p, V g) {
@@ -253,12 +260,22 @@ template <bool kL2>
 struct Rmsprop {
   static constexpr int kStates = 1;
   static constexpr bool kSigned1 = false, kSigned2 = false;
+  static constexpr bool kTwoPhase = true;
   BlockwiseScalars k;
   template <class V>
-  void step(V& p, V g, V& s, V&) const {
+  void states(V p, V g, V& s, V&) const {
     V gd = coupled<kL2>(k, p, g);
     s = vfma(V(k.b1), s, V(k.omb1) * (gd * gd));
+  }
+  template <class V>
+  void param(V& p, V g, V s, V) const {
+    V gd = coupled<kL2>(k, p, g);
     p = vfma(V(k.neg_lr), gd / (vsqrt(s) + V(k.eps)), p);
+  }
+  template <class V>
+  void step(V& p, V g, V& s, V& s2) const {
+    states(p, g, s, s2);
+    param(p, g, s, s2);
   }
 };
 
@@ -266,12 +283,22 @@ template <bool kL2>
 struct Adagrad {
   static constexpr int kStates = 1;
   static constexpr bool kSigned1 = false, kSigned2 = false;
+  static constexpr bool kTwoPhase = true;
   BlockwiseScalars k;
   template <class V>
-  void step(V& p, V g, V& s, V&) const {
+  void states(V p, V g, V& s, V&) const {
     V gd = coupled<kL2>(k, p, g);
     s = vfma(gd, gd, s);
+  }
+  template <class V>
+  void param(V& p, V g, V s, V) const {
+    V gd = coupled<kL2>(k, p, g);
     p = vfma(V(k.neg_lr), gd / (vsqrt(s) + V(k.eps)), p);
+  }
+  template <class V>
+  void step(V& p, V g, V& s, V& s2) const {
+    states(p, g, s, s2);
+    param(p, g, s, s2);
   }
 };
 
@@ -293,33 +320,66 @@ template <bool kL2>
 struct Adam {
   static constexpr int kStates = 2;
   static constexpr bool kSigned1 = true, kSigned2 = false;
+  static constexpr bool kTwoPhase = true;
   BlockwiseScalars k;
   template <class V>
-  void step(V& p, V g, V& m, V& v) const {
+  void states(V p, V g, V& m, V& v) const {
     V gd = coupled<kL2>(k, p, g);
     m = vfma(V(k.b1), m, V(k.omb1) * gd);
     v = vfma(V(k.b2), v, V(k.omb2) * (gd * gd));
+  }
+  template <class V>
+  void param(V& p, V, V m, V v) const {
     V denom = vfma(vsqrt(v), V(k.inv_sqrt_c2), V(k.eps));
     p = vfma(V(k.neg_step), m / denom, vfma(V(k.neg_decay), p, p));
+  }
+  template <class V>
+  void step(V& p, V g, V& m, V& v) const {
+    states(p, g, m, v);
+    param(p, g, m, v);
   }
 };
 
 struct Lamb {
   static constexpr int kStates = 2;
   static constexpr bool kSigned1 = true, kSigned2 = false;
+  static constexpr bool kTwoPhase = true;
   BlockwiseScalars k;
   template <class V>
-  V update(V p, V g, V& m, V& v) const {
+  void states(V, V g, V& m, V& v) const {
     m = vfma(V(k.b1), m, V(k.omb1) * g);
     v = vfma(V(k.b2), v, V(k.omb2) * (g * g));
+  }
+  // u from the new states.
+  template <class V>
+  V unit(V p, V m, V v) const {
     V denom = vfma(vsqrt(v), V(k.inv_sqrt_c2), V(k.eps));
     return vfma(V(k.lamb_wd), p, V(k.inv_c1) * (m / denom));
   }
   template <class V>
+  V update(V p, V g, V& m, V& v) const {
+    states(p, g, m, v);
+    return unit(p, m, v);
+  }
+  template <class V>
+  void param(V& p, V, V m, V v) const {
+    p = vfma(V(k.neg_lr_scale), unit(p, m, v), p);
+  }
+  template <class V>
   void step(V& p, V g, V& m, V& v) const {
-    p = vfma(V(k.neg_lr_scale), update(p, g, m, v), p);
+    states(p, g, m, v);
+    param(p, g, m, v);
   }
 };
+
+template <class Rule>
+constexpr bool two_phase() {
+  if constexpr (requires { Rule::kTwoPhase; }) {
+    return Rule::kTwoPhase;
+  } else {
+    return false;
+  }
+}
 
 // ---- codes ----
 
@@ -740,7 +800,9 @@ struct Simd {
 
 // ---- the driver ----
 
-enum class Pass { step, norms };
+// step: new p and states; states: the states only (two-phase rules, the
+// parameter in finish_two_phase); norms: sums for the trust ratio.
+enum class Pass { step, states, norms };
 
 // Software prefetch distance of the update loops, in elements (2 KB of f32
 // ahead: two blocks of 256). The hardware prefetchers alone leave the loops
@@ -774,42 +836,50 @@ inline float inverse_absmax(float amax) {
   return amax >= FLT_MIN ? 1.0f / amax : 0.0f;
 }
 
+// A per-range action run just before requantize codes elements [i, i + n)
+// (finish_two_phase's parameter update); nothing by default.
+struct NoAction {
+  void operator()(int64_t, int64_t) const {}
+};
+
 #ifdef KBIT_BLOCKWISE_AVX512
 // Codes of buf[i, len) * inv through the affine map, as far as whole
 // vectors go (out: the codes of element 0); returns where it stopped.
-template <int kBits, int kFlip, bool kMirror, bool kSplitFlag>
+template <int kBits, int kFlip, bool kMirror, bool kSplitFlag, class Before>
 int64_t requantize_affine_with(const AffineCodes& aff,
                                const BlockCodebook::Table& t, const float* buf,
                                Simd::F vinv, uint8_t* out, int64_t i,
-                               int64_t len) {
+                               int64_t len, Before& before) {
   const Simd::AffineRegs r(aff);
 #ifdef KBIT_BLOCKWISE_VBMI
   for (; i + 64 <= len; i += 64) {
+    before(i, 64);
     Simd::quantize64_affine<kBits, kFlip, kMirror, kSplitFlag, false>(
         r, t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
   }
 #endif
   for (; i + Simd::kQ <= len; i += Simd::kQ) {
+    before(i, Simd::kQ);
     Simd::quantize_affine<kBits, kFlip, kMirror, kSplitFlag, false>(
         r, t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
   }
   return i;
 }
 
-template <int kBits, int kFlip>
+template <int kBits, int kFlip, class Before>
 int64_t requantize_affine(const AffineCodes& aff, const BlockCodebook::Table& t,
                           const float* buf, Simd::F vinv, uint8_t* out,
-                          int64_t i, int64_t len) {
+                          int64_t i, int64_t len, Before& before) {
   if (!aff.mirror) {
-    return requantize_affine_with<kBits, kFlip, false, false>(aff, t, buf, vinv,
-                                                              out, i, len);
+    return requantize_affine_with<kBits, kFlip, false, false>(
+        aff, t, buf, vinv, out, i, len, before);
   }
   if (aff.flag_splits) {
-    return requantize_affine_with<kBits, kFlip, true, true>(aff, t, buf, vinv,
-                                                            out, i, len);
+    return requantize_affine_with<kBits, kFlip, true, true>(
+        aff, t, buf, vinv, out, i, len, before);
   }
   return requantize_affine_with<kBits, kFlip, true, false>(aff, t, buf, vinv,
-                                                           out, i, len);
+                                                           out, i, len, before);
 }
 #endif
 
@@ -838,7 +908,8 @@ struct Driver {
 
   // Runs the rule over one block; the new states go to buf1/buf2 (len
   // floats) and their max |.| to amax; the new parameter to p
-  // (Pass::step), or sum u^2 and sum p^2 to acc (Pass::norms). With kJob,
+  // (Pass::step; Pass::states leaves p to finish_two_phase), or sum u^2 and
+  // sum p^2 to acc (Pass::norms). With kJob,
   // the vector loops also requantize the pending block's leading elements
   // as they go (64 at a time in the VBMI loop, kQ in the others);
   // job->done says how far they got.
@@ -872,6 +943,8 @@ struct Driver {
       if constexpr (kPass == Pass::step) {
         rule.step(pv, gv, s1, s2);
         Simd::store(p + j, pv);
+      } else if constexpr (kPass == Pass::states) {
+        rule.states(pv, gv, s1, s2);
       } else {
         F u = rule.update(pv, gv, s1, s2);
         vu = vfma(u, u, vu);
@@ -996,6 +1069,8 @@ struct Driver {
       if constexpr (kPass == Pass::step) {
         rule.step(pv, g[i], s1, s2);
         p[i] = pv;
+      } else if constexpr (kPass == Pass::states) {
+        rule.states(pv, g[i], s1, s2);
       } else {
         float u = rule.update(pv, g[i], s1, s2);
         usq = std::fma(u, u, usq);
@@ -1023,11 +1098,12 @@ struct Driver {
 
   // Codes of states buf[from, len) (scaled by inv) into out, which points
   // at the codes of the block's first element; from is 0 or where the
-  // interleaved loop stopped (a multiple of Simd::kQ, so even).
-  template <int kFlip>
+  // interleaved loop stopped (a multiple of Simd::kQ, so even). before(i,
+  // n) runs once for each range, just before its codes.
+  template <int kFlip, class Before = NoAction>
   static void requantize(const BlockCodebook& cb, const float* buf, float inv,
                          uint8_t* out, int64_t from, int64_t len,
-                         [[maybe_unused]] bool affine) {
+                         [[maybe_unused]] bool affine, Before before = {}) {
     int64_t i = from;
 #ifdef KBIT_BLOCKWISE_SIMD
     if (cb.fast()) {
@@ -1035,22 +1111,26 @@ struct Driver {
       const Simd::F vinv(inv);
 #ifdef KBIT_BLOCKWISE_AVX512
       if (const AffineCodes* aff = cb.affine(); aff && affine) {
-        i = requantize_affine<kBits, kFlip>(*aff, t, buf, vinv, out, i, len);
+        i = requantize_affine<kBits, kFlip>(*aff, t, buf, vinv, out, i, len,
+                                            before);
       }
 #endif
 #ifdef KBIT_BLOCKWISE_VBMI
       if constexpr (kBits == 8) {
         for (; i + 64 <= len; i += 64) {
+          before(i, 64);
           Simd::quantize64<kFlip>(t, buf + i, vinv, out + i);
         }
       }
 #endif
       for (; i + Simd::kQ <= len; i += Simd::kQ) {
+        before(i, Simd::kQ);
         Simd::quantize<kBits, kFlip>(t, buf + i, vinv,
                                      out + (kBits == 8 ? i : i / 2));
       }
     }
 #endif
+    if (i < len) before(i, len - i);
     for (; i < len; ++i) {
       const int q = cb.quantize_index(buf[i] * inv);
       if constexpr (kBits == 8) {
@@ -1095,6 +1175,43 @@ struct Driver {
     job = Pending{};
   }
 
+  // The parameter update of a two-phase rule (its states already updated
+  // in buf, job unstarted), run range by range inside the requantization
+  // of the first state. Those loops use the permute units and the update's
+  // square root and division the divider, which otherwise idles there: on
+  // Zen 4 (AdamW 8-bit, 1 thread in cache) 2.14 -> 2.04 TSC cycles per
+  // parameter against the update in one pass.
+  void finish_two_phase(const BlockView& b, Pending& job) const {
+    const Rule rule = this->rule;
+    float* const p = a.p + b.begin;
+    const float* const g = a.g + b.begin;
+    const float* const x1 = job.x[0];
+    const float* const x2 = job.x[kS - 1];
+    auto param = [&](int64_t i, int64_t n) {
+      int64_t k = i;
+#ifdef KBIT_BLOCKWISE_SIMD
+      for (; k + Simd::kW <= i + n; k += Simd::kW) {
+        Simd::F pv = Simd::load(p + k);
+        rule.param(pv, Simd::load(g + k), Simd::load(x1 + k),
+                   Simd::load(x2 + k));
+        Simd::store(p + k, pv);
+      }
+#endif
+      for (; k < i + n; ++k) {
+        float pv = p[k];
+        rule.param(pv, g[k], x1[k], x2[k]);
+        p[k] = pv;
+      }
+    };
+    requantize<kFlip1>(*a.s1.codebook, x1, job.inv[0], job.out[0], 0, job.len,
+                       affine, param);
+    if constexpr (kS == 2) {
+      requantize<kFlip2>(*a.s2.codebook, x2, job.inv[1], job.out[1], 0, job.len,
+                         affine);
+    }
+    job = Pending{};
+  }
+
   // The step over blocks [blk0, blk1), pipelined (see Pending). A block's
   // codes and absmax are read by its update and written only after it, so
   // every block sees its old state.
@@ -1108,6 +1225,15 @@ struct Driver {
       float* buf1 = bufs[cur][0];
       float* buf2 = bufs[cur][kS - 1];
       float amax[2];
+      if constexpr (two_phase<Rule>()) {
+        if (!pipe) {
+          update_block<Pass::states, false>(b, buf1, buf2, amax, nullptr,
+                                            nullptr);
+          job = start(b, buf1, buf2, amax);
+          finish_two_phase(b, job);
+          continue;
+        }
+      }
       if (job.len > 0) {
         update_block<Pass::step, true>(b, buf1, buf2, amax, nullptr, &job);
       } else {
