@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/optim_blockwise.h"
 #include "trainer/config.h"
 #include "trainer/report.h"
 #include "trainer/run_dir.h"
@@ -193,6 +194,9 @@ int run(int argc, char** argv) {
           ? kbit::Config::load(args.config, args.overrides)
           : kbit::load_resume_config(args.resume, args.overrides);
   if (!args.out.empty()) kbit::check_out_dir(args.out);
+  // The 8-bit kernels' requantization path: chosen (and KBIT_REQUANT
+  // checked) now, before any file is written.
+  kbit::cpu::requant_path();
 
   kbit::RunOptions options;
   options.out = args.out;

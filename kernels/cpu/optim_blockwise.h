@@ -173,8 +173,9 @@ void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
 // update). Both give the same codes; which is faster depends on the CPU (a
 // 16-lane gather: ~20 cycles on Zen 4, ~8 on a Xeon). automatic (the
 // default) times one small AdamW step both ways on first use and keeps the
-// faster; the environment variable KBIT_REQUANT=affine or =table fixes it.
-// Builds without AVX-512 always use the table.
+// faster; the environment variable KBIT_REQUANT=affine or =table fixes it
+// (another value is refused with a UserError at the first step). Builds
+// without AVX-512 always use the table.
 enum class RequantPath { automatic, affine, table };
 // For tests and benchmarks; not while another thread runs a step.
 void set_requant_path(RequantPath path);

@@ -106,6 +106,15 @@ TEST_CASE("train tool: bad input exits 2 with no run folder") {
   CHECK(r.err.find("train-images-idx3-ubyte.gz") != std::string::npos);
   CHECK(count_lines_starting(r.err, "") == 1);  // one line
 
+  // A bad KBIT_REQUANT (the 8-bit kernels' requantization path) is refused
+  // before any file is written.
+  setenv("KBIT_REQUANT", "gather", 1);
+  r = run_train(dir, "good.yaml");
+  unsetenv("KBIT_REQUANT");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err ==
+        "KBIT_REQUANT: expected automatic, affine or table, got 'gather'\n");
+
   // --out into a folder with files is refused before any work.
   r = run_train(dir, "good.yaml --out runs/tiny");
   CHECK(r.exit_code == 2);
