@@ -7,7 +7,7 @@
 // states cost ~2.5 cycles per parameter in gathers alone, more than the
 // whole 32-bit AdamW step. Codebooks built from even grids (dynamic,
 // udynamic, their k-bit forms, linear maps) have midpoints that lie on a
-// few straight lines, which four in-register permutes can evaluate.
+// few straight lines, which four one-register permutes can evaluate.
 //
 // The map, for a = |x| with its bits clamped to [2^-29, 2 - 2^-23] (so
 // NaN and Inf take the top of the range, as the bucket table does):
@@ -39,7 +39,7 @@
 // its sign or a flag either way (NaN: a NaN line; Inf: the top piece).
 //
 // build_affine_codes fits the pieces and then proves the map: it walks
-// every interval on which the exact code is constant (both signs, all 32
+// every interval on which the exact code is constant (both signs, all 15
 // segments and the clamped ends) and checks that every value the map can
 // produce there is either the exact code or flagged. The check evaluates
 // the same float operations as the kernels (affine_c32 below), so a
