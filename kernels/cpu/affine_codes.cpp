@@ -183,10 +183,7 @@ class Builder {
     for (float s : steps_) {
       if (s > lo && s <= hi) cuts.push_back(s);
     }
-    const auto mirror = [&](int k) {
-      const int m = t_.mirror_k > k ? t_.mirror_k - k : 0;
-      return std::min(m, int(t_.mirror_max));
-    };
+    const auto mirror = [&](int k) { return affine_mirror(t_, k); };
     for (size_t i = 0; i < cuts.size(); ++i) {
       float a0 = cuts[i];
       const float a1 =

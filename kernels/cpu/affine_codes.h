@@ -94,6 +94,12 @@ inline int32_t affine_c32(const AffineCodes& t, uint32_t ua) {
   return int32_t(v < t.clamp[j] ? v : t.clamp[j]);
 }
 
+// The code of -|x| from k, the code of |x| (mirrored maps).
+inline int affine_mirror(const AffineCodes& t, int k) {
+  const int m = t.mirror_k > k ? t.mirror_k - k : 0;
+  return m < t.mirror_max ? m : t.mirror_max;
+}
+
 // The code of x, or -1 where the map flags it (the exact path decides).
 inline int affine_code(const AffineCodes& t, float x) {
   const uint32_t u = std::bit_cast<uint32_t>(x);
@@ -104,9 +110,7 @@ inline int affine_code(const AffineCodes& t, float x) {
   const int32_t c = affine_c32(t, ua);
   if ((uint32_t(c) & t.flag_mask) == 0) return -1;
   const int k = (c >> kAffineFracBits) & 0xFF;
-  if (!neg) return k;
-  const int m = t.mirror_k > k ? t.mirror_k - k : 0;
-  return m < t.mirror_max ? m : t.mirror_max;
+  return neg ? affine_mirror(t, k) : k;
 }
 
 // The proven map of a codebook, or null when its midpoints do not fit

@@ -851,7 +851,10 @@ struct NoAction {
 #ifdef KBIT_BLOCKWISE_AVX512
 // Codes of buf[i, len) * inv through the affine map, as far as whole
 // vectors go (out: the codes of element 0); returns where it stopped.
-template <int kBits, int kFlip, bool kMirror, bool kSplitFlag, class Before>
+// kClampTop: any x (code_indices); without it the optimizer's |x| < 2 or
+// NaN/Inf (affine_codes.h).
+template <int kBits, int kFlip, bool kClampTop, bool kMirror, bool kSplitFlag,
+          class Before>
 int64_t requantize_affine_with(const AffineCodes& aff,
                                const BlockCodebook::Table& t, const float* buf,
                                Simd::F vinv, uint8_t* out, int64_t i,
@@ -860,32 +863,32 @@ int64_t requantize_affine_with(const AffineCodes& aff,
 #ifdef KBIT_BLOCKWISE_VBMI
   for (; i + 64 <= len; i += 64) {
     before(i, 64);
-    Simd::quantize64_affine<kBits, kFlip, kMirror, kSplitFlag, false>(
+    Simd::quantize64_affine<kBits, kFlip, kMirror, kSplitFlag, kClampTop>(
         r, t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
   }
 #endif
   for (; i + Simd::kQ <= len; i += Simd::kQ) {
     before(i, Simd::kQ);
-    Simd::quantize_affine<kBits, kFlip, kMirror, kSplitFlag, false>(
+    Simd::quantize_affine<kBits, kFlip, kMirror, kSplitFlag, kClampTop>(
         r, t, buf + i, vinv, out + (kBits == 8 ? i : i / 2));
   }
   return i;
 }
 
-template <int kBits, int kFlip, class Before>
+template <int kBits, int kFlip, bool kClampTop = false, class Before>
 int64_t requantize_affine(const AffineCodes& aff, const BlockCodebook::Table& t,
                           const float* buf, Simd::F vinv, uint8_t* out,
                           int64_t i, int64_t len, Before& before) {
   if (!aff.mirror) {
-    return requantize_affine_with<kBits, kFlip, false, false>(
+    return requantize_affine_with<kBits, kFlip, kClampTop, false, false>(
         aff, t, buf, vinv, out, i, len, before);
   }
   if (aff.flag_splits) {
-    return requantize_affine_with<kBits, kFlip, true, true>(
+    return requantize_affine_with<kBits, kFlip, kClampTop, true, true>(
         aff, t, buf, vinv, out, i, len, before);
   }
-  return requantize_affine_with<kBits, kFlip, true, false>(aff, t, buf, vinv,
-                                                           out, i, len, before);
+  return requantize_affine_with<kBits, kFlip, kClampTop, true, false>(
+      aff, t, buf, vinv, out, i, len, before);
 }
 #endif
 
@@ -1703,34 +1706,6 @@ int BlockCodebook::quantize_index(float x) const {
   return i;
 }
 
-#ifdef KBIT_BLOCKWISE_AVX512
-namespace {
-
-// code_indices' vector loops through the affine map (any x: with the upper
-// clamp); returns where they stopped.
-template <bool kMirror, bool kSplitFlag>
-int64_t code_indices_affine(const AffineCodes& aff,
-                            const BlockCodebook::Table& t, const float* x,
-                            int64_t n, uint8_t* idx) {
-  const Simd::AffineRegs r(aff);
-  const Simd::F one(1.0f);
-  int64_t i = 0;
-#ifdef KBIT_BLOCKWISE_VBMI
-  for (; i + 64 <= n; i += 64) {
-    Simd::quantize64_affine<8, -1, kMirror, kSplitFlag, true>(r, t, x + i, one,
-                                                              idx + i);
-  }
-#endif
-  for (; i + Simd::kQ <= n; i += Simd::kQ) {
-    Simd::quantize_affine<8, -1, kMirror, kSplitFlag, true>(r, t, x + i, one,
-                                                            idx + i);
-  }
-  return i;
-}
-
-}  // namespace
-#endif
-
 void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
                   uint8_t* idx) {
   int64_t i = 0;
@@ -1740,13 +1715,8 @@ void code_indices(const BlockCodebook& cb, const float* x, int64_t n,
     const Simd::F one(1.0f);
 #ifdef KBIT_BLOCKWISE_AVX512
     if (const AffineCodes* aff = cb.affine(); aff && affine_on()) {
-      if (!aff->mirror) {
-        i = code_indices_affine<false, false>(*aff, t, x, n, idx);
-      } else if (aff->flag_splits) {
-        i = code_indices_affine<true, true>(*aff, t, x, n, idx);
-      } else {
-        i = code_indices_affine<true, false>(*aff, t, x, n, idx);
-      }
+      NoAction none;
+      i = requantize_affine<8, -1, true>(*aff, t, x, one, idx, 0, n, none);
     }
 #endif
     for (; i + Simd::kQ <= n; i += Simd::kQ) {
